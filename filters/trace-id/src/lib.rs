@@ -1,0 +1,1 @@
+//! trace-id filter (in progress).

@@ -1,0 +1,9 @@
+//! Shared core of the meshward proxy-wasm filters.
+//!
+//! Every filter is a pure decision over plain data plus a thin proxy-wasm glue layer. This crate
+//! holds what the five filters would otherwise write five times: the [`host::Host`] trait (the one
+//! narrow door to the proxy), configuration parsing and validation, request matching, the
+//! shared-data compare-and-swap loop, metrics, ids and logging.
+#![warn(missing_docs)]
+
+pub mod host;

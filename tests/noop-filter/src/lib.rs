@@ -1,0 +1,1 @@
+//! No-op filter (in progress).
