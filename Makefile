@@ -1,0 +1,136 @@
+# meshward — the one recipe book. CI calls `make test` (see .ci/run); README gives `make run` and `make test`.
+# Every target installs what it needs on a fresh machine (rust targets, wasm-bindgen-test-runner).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO    ?= cargo
+PROFILE  ?= wasm-release
+WASM_TARGET := wasm32-wasip1
+# Shipped filters (dist/<name>.wasm from package meshward-filter-<name>).
+FILTERS  := trace-id
+# Test-only modules built alongside (dist/noop.wasm is the benchmark baseline; not shipped).
+TEST_MODULES := noop
+# Size budget per shipped filter, in KiB (`make size` fails above it).
+WASM_BUDGET_KB ?= 150
+# Tools we install live outside the clone so fresh clones on the same machine reuse them.
+TOOLS_DIR ?= $(HOME)/.cache/meshward/tools
+# wasm-opt is optional: `make dist WASM_OPT=1` (needs Debian's binaryen).
+WASM_OPT ?= 0
+
+WASM_OUT := target/$(WASM_TARGET)/$(PROFILE)
+WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
+WASM_BINDGEN_RUNNER  := $(TOOLS_DIR)/bin/wasm-bindgen-test-runner
+
+pkg_of = $(if $(filter noop,$(1)),meshward-noop-filter,meshward-filter-$(1))
+file_of = $(subst -,_,$(call pkg_of,$(1))).wasm
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# --- set-up -----------------------------------------------------------------------------------
+
+.PHONY: targets
+targets: ## install the rust wasm targets
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+.PHONY: tools
+tools: targets ## install wasm-bindgen-test-runner matching Cargo.lock
+	@if [ "$$($(WASM_BINDGEN_RUNNER) --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
+	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) into $(TOOLS_DIR)"; \
+	  $(CARGO) install --locked --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS_DIR); \
+	fi
+
+# --- build ------------------------------------------------------------------------------------
+
+.PHONY: build
+build: targets ## build every filter (and test module) for wasm32-wasip1
+	$(CARGO) build --locked --target $(WASM_TARGET) --profile $(PROFILE) \
+	  $(foreach f,$(FILTERS) $(TEST_MODULES),-p $(call pkg_of,$(f)))
+
+.PHONY: dist
+dist: build ## put each filter at dist/<name>.wasm and print its size
+	@mkdir -p dist
+	@$(foreach f,$(FILTERS) $(TEST_MODULES),cp $(WASM_OUT)/$(call file_of,$(f)) dist/$(f).wasm;)
+	@if [ "$(WASM_OPT)" = 1 ]; then \
+	  command -v wasm-opt >/dev/null || { echo "WASM_OPT=1 needs wasm-opt (apt-get install binaryen)"; exit 1; }; \
+	  for f in $(FILTERS) $(TEST_MODULES); do \
+	    wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
+	      --enable-nontrapping-float-to-int --enable-mutable-globals dist/$$f.wasm -o dist/$$f.wasm; \
+	  done; \
+	fi
+	@$(MAKE) --no-print-directory size
+
+.PHONY: size
+size: ## print module sizes; fail when a shipped filter exceeds WASM_BUDGET_KB
+	@status=0; for f in $(FILTERS) $(TEST_MODULES); do \
+	  [ -f dist/$$f.wasm ] || { echo "dist/$$f.wasm missing: run make dist"; exit 1; }; \
+	  bytes=$$(stat -c %s dist/$$f.wasm); kb=$$(( (bytes + 1023) / 1024 )); \
+	  printf '  dist/%-16s %8d bytes (%d KiB)\n' "$$f.wasm" $$bytes $$kb; \
+	  if [ $$f != noop ] && [ $$kb -gt $(WASM_BUDGET_KB) ]; then echo "  ^ over the $(WASM_BUDGET_KB) KiB budget"; status=1; fi; \
+	done; exit $$status
+
+# --- checks -----------------------------------------------------------------------------------
+
+.PHONY: fmt
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: targets ## rustfmt check + clippy for the native target and for wasm32-wasip1
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --target $(WASM_TARGET) -p meshward-core \
+	  $(foreach f,$(FILTERS) $(TEST_MODULES),-p $(call pkg_of,$(f))) -- -D warnings
+
+.PHONY: test-native
+test-native: dist ## unit, harness, integration and end-to-end tests (native; loads dist/*.wasm)
+	$(CARGO) test --locked --workspace
+
+.PHONY: test-wasm
+test-wasm: tools ## the core crate's tests on wasm32-unknown-unknown under Node (wasm-bindgen-test)
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_BINDGEN_RUNNER) \
+	  $(CARGO) test --locked -p meshward-core --target wasm32-unknown-unknown
+
+.PHONY: test
+test: lint test-native test-wasm ## every test: lint, native + integration + e2e, wasm-bindgen
+	@echo "make test: all checks passed"
+
+.PHONY: ci
+ci: test ## what CI runs
+
+# --- run and measure --------------------------------------------------------------------------
+
+.PHONY: run
+run: dist ## build the filters and serve them through the dev proxy on localhost (Ctrl-C stops)
+	$(CARGO) run --locked --release -q -p meshward-proxy -- demo --config envoy-local/envoy.yaml --wasm-dir dist
+
+.PHONY: bench
+bench: dist ## wasm instructions (fuel), hostcalls and memory per request for every module
+	$(CARGO) run --locked --release -q -p meshward-host --bin pw-bench -- \
+	  $(foreach f,$(TEST_MODULES) $(FILTERS),--module $(f)=dist/$(f).wasm)
+
+# --- for users with Docker ------------------------------------------------------------------------
+
+.PHONY: envoy-up
+envoy-up: dist ## start Envoy + demo upstreams with docker compose (needs a Docker engine)
+	docker compose -f envoy-local/docker-compose.yaml up -d
+
+.PHONY: envoy-down
+envoy-down: ## stop the docker compose setup
+	docker compose -f envoy-local/docker-compose.yaml down
+
+.PHONY: images
+images: dist ## build one Istio-compatible OCI image per filter (needs Docker)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+	  echo "make images needs a running Docker engine; none found. The images are FROM scratch with one"; \
+	  echo "layer holding plugin.wasm (istio/Dockerfile); any OCI builder can build them from dist/."; exit 1; }
+	@for f in $(FILTERS); do docker build -f istio/Dockerfile --build-arg FILTER=$$f -t meshward/$$f:latest . ; done
+
+.PHONY: clean
+clean: ## remove build output
+	$(CARGO) clean
+	rm -rf dist
