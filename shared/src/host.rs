@@ -5,6 +5,11 @@
 //! [`proxy_wasm::ProxyWasmHost`]. Every hostcall status that is not success is mapped to a typed
 //! [`HostError`]; nothing here panics.
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod mock;
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+pub mod proxy_wasm;
+
 /// Nanoseconds since the Unix epoch, as reported by the proxy's clock.
 pub type Nanos = u64;
 
