@@ -110,7 +110,11 @@ impl RandomSource {
             Self::Fixed { bytes, next } => {
                 for dst in buf.iter_mut() {
                     *dst = bytes.get(*next).copied().unwrap_or(0);
-                    *next = if bytes.is_empty() { 0 } else { (*next + 1) % bytes.len() };
+                    *next = if bytes.is_empty() {
+                        0
+                    } else {
+                        (*next + 1) % bytes.len()
+                    };
                 }
             }
         }
@@ -900,7 +904,10 @@ mod tests {
             .with_request_header("x-dup", "two");
         let value = host.header(MapKind::RequestHeaders, "X-DUP").unwrap();
         assert_eq!(value.as_deref(), Some(&b"one"[..]));
-        assert_eq!(host.header_values(MapKind::RequestHeaders, "x-dup"), ["one", "two"]);
+        assert_eq!(
+            host.header_values(MapKind::RequestHeaders, "x-dup"),
+            ["one", "two"]
+        );
     }
 
     #[test]
@@ -910,7 +917,8 @@ mod tests {
             .with_request_header("x", "old1")
             .with_request_header("b", "2")
             .with_request_header("x", "old2");
-        host.set_header(MapKind::RequestHeaders, "X", b"new").unwrap();
+        host.set_header(MapKind::RequestHeaders, "X", b"new")
+            .unwrap();
         let names: Vec<_> = host.request_headers().into_iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["a", "x", "b"]);
         assert_eq!(host.request_header("x").as_deref(), Some("new"));
@@ -919,13 +927,19 @@ mod tests {
     #[test]
     fn add_and_remove_header() {
         let host = MockHost::new();
-        host.add_header(MapKind::ResponseHeaders, "Via", b"a").unwrap();
-        host.add_header(MapKind::ResponseHeaders, "via", b"b").unwrap();
-        assert_eq!(host.header_values(MapKind::ResponseHeaders, "via"), ["a", "b"]);
+        host.add_header(MapKind::ResponseHeaders, "Via", b"a")
+            .unwrap();
+        host.add_header(MapKind::ResponseHeaders, "via", b"b")
+            .unwrap();
+        assert_eq!(
+            host.header_values(MapKind::ResponseHeaders, "via"),
+            ["a", "b"]
+        );
         host.remove_header(MapKind::ResponseHeaders, "VIA").unwrap();
         assert!(host.response_headers().is_empty());
         // Removing an absent header succeeds, as in Envoy.
-        host.remove_header(MapKind::ResponseHeaders, "nothing").unwrap();
+        host.remove_header(MapKind::ResponseHeaders, "nothing")
+            .unwrap();
     }
 
     #[test]
@@ -943,13 +957,20 @@ mod tests {
             .with_property(&["request", "id"], "")
             .with_plugin_config("");
         assert_eq!(host.property(&["request", "id"]).unwrap(), None);
-        assert_eq!(host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX).unwrap(), None);
+        assert_eq!(
+            host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn buffer_reads_are_clipped() {
         let host = MockHost::new().with_plugin_config("abcdef");
-        let read = |start, max| host.buffer(BufferKind::PluginConfiguration, start, max).unwrap();
+        let read = |start, max| {
+            host.buffer(BufferKind::PluginConfiguration, start, max)
+                .unwrap()
+        };
         assert_eq!(read(0, usize::MAX).as_deref(), Some(&b"abcdef"[..]));
         assert_eq!(read(2, 2).as_deref(), Some(&b"cd"[..]));
         assert_eq!(read(10, 2), None);
@@ -959,7 +980,10 @@ mod tests {
     fn set_property_is_readable_and_recorded() {
         let host = MockHost::new();
         host.set_property(&["meshward_request_id"], b"abc").unwrap();
-        assert_eq!(host.property(&["meshward_request_id"]).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(
+            host.property(&["meshward_request_id"]).unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
         assert_eq!(host.properties_set().len(), 1);
     }
 
@@ -974,7 +998,10 @@ mod tests {
         let token = first.cas.unwrap();
         host.set_shared_data("k", b"v2", Some(token)).unwrap();
         // The old token is stale now: every write gets a new one.
-        assert_eq!(host.set_shared_data("k", b"v3", Some(token)), Err(HostError::CasMismatch));
+        assert_eq!(
+            host.set_shared_data("k", b"v3", Some(token)),
+            Err(HostError::CasMismatch)
+        );
         let second = host.shared_data("k").unwrap();
         assert_ne!(second.cas, Some(token));
         assert_eq!(second.value.as_deref(), Some(&b"v2"[..]));
@@ -994,8 +1021,14 @@ mod tests {
     #[test]
     fn injected_failures_fire_the_requested_number_of_times() {
         let host = MockHost::new().failing_next(Hostcall::SetSharedData, HostError::CasMismatch, 2);
-        assert_eq!(host.set_shared_data("k", b"v", None), Err(HostError::CasMismatch));
-        assert_eq!(host.set_shared_data("k", b"v", None), Err(HostError::CasMismatch));
+        assert_eq!(
+            host.set_shared_data("k", b"v", None),
+            Err(HostError::CasMismatch)
+        );
+        assert_eq!(
+            host.set_shared_data("k", b"v", None),
+            Err(HostError::CasMismatch)
+        );
         assert_eq!(host.set_shared_data("k", b"v", None), Ok(()));
         host.fail_always(Hostcall::Now, HostError::InternalFailure);
         assert_eq!(host.now(), Err(HostError::InternalFailure));
@@ -1072,7 +1105,8 @@ mod tests {
         };
         assert_eq!(host.http_call(&call), Err(HostError::BadArgument));
         call.headers.push((":path".to_owned(), b"/keys".to_vec()));
-        call.headers.push((":authority".to_owned(), b"idp".to_vec()));
+        call.headers
+            .push((":authority".to_owned(), b"idp".to_vec()));
         let token = host.http_call(&call).unwrap();
         assert_ne!(token, 0);
         assert_eq!(host.http_calls(), [call]);
@@ -1081,8 +1115,14 @@ mod tests {
     #[test]
     fn foreign_functions_default_to_not_found_except_clear_route_cache() {
         let host = MockHost::new();
-        assert_eq!(host.call_foreign_function("clear_route_cache", b""), Ok(None));
-        assert_eq!(host.call_foreign_function("nope", b""), Err(HostError::NotFound));
+        assert_eq!(
+            host.call_foreign_function("clear_route_cache", b""),
+            Ok(None)
+        );
+        assert_eq!(
+            host.call_foreign_function("nope", b""),
+            Err(HostError::NotFound)
+        );
         assert_eq!(host.foreign_calls().len(), 2);
     }
 
