@@ -1,0 +1,241 @@
+//! Request-id validation, trust, and UUIDv4 formatting.
+//!
+//! A client-supplied id ends up in every access log line, so it is only kept when it is short and
+//! made of a safe character set (`A-Z a-z 0-9 . _ : -`): no spaces, quotes, control characters or
+//! non-ASCII bytes that could forge log fields. In `uuid` validation mode the id must be a
+//! canonical 8-4-4-4-12 hex UUID whose version nibble is an RFC 9562 version (1-8) or one of
+//! Envoy's packed trace-reason values (`9`, `a`, `b`; Envoy rewrites the `4` of its UUIDv4 ids to
+//! record the sampling reason, so a strict UUIDv4 check would reject Envoy's own ids).
+
+use std::net::IpAddr;
+
+/// How a client-supplied id is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validation {
+    /// 1..=maxLength characters from `A-Za-z0-9._:-`.
+    #[default]
+    Token,
+    /// A canonical UUID (see the module docs for accepted versions), case-insensitive.
+    Uuid,
+}
+
+/// Why a client-supplied id was rejected. Each variant is one bounded metric reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequestId {
+    /// Empty after trimming whitespace.
+    #[error("empty request id")]
+    Empty,
+    /// Longer than the configured maximum.
+    #[error("request id too long")]
+    TooLong,
+    /// A character outside the allow-list.
+    #[error("request id has a forbidden character")]
+    Charset,
+    /// Not a canonical UUID (in `uuid` validation mode).
+    #[error("request id is not a uuid")]
+    NotUuid,
+    /// The header was sent more than once.
+    #[error("duplicated request id header")]
+    Duplicated,
+}
+
+impl InvalidRequestId {
+    /// Bounded metric tag value.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::TooLong => "too_long",
+            Self::Charset => "invalid_charset",
+            Self::NotUuid => "not_uuid",
+            Self::Duplicated => "duplicated",
+        }
+    }
+}
+
+const fn is_token_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-')
+}
+
+fn is_uuid(value: &[u8]) -> bool {
+    if value.len() != 36 {
+        return false;
+    }
+    let shape_ok = value.iter().enumerate().all(|(i, b)| match i {
+        8 | 13 | 18 | 23 => *b == b'-',
+        _ => b.is_ascii_hexdigit(),
+    });
+    let version_ok = matches!(value.get(14).map(u8::to_ascii_lowercase), Some(b'1'..=b'9' | b'a' | b'b'));
+    let variant_ok = matches!(value.get(19).map(u8::to_ascii_lowercase), Some(b'8' | b'9' | b'a' | b'b'));
+    shape_ok && version_ok && variant_ok
+}
+
+/// Validates one request-id value (surrounding whitespace is ignored).
+///
+/// # Errors
+/// The first rule the value breaks.
+pub fn validate(raw: &[u8], max_len: usize, validation: Validation) -> Result<String, InvalidRequestId> {
+    let value = crate::traceparent::trim_ows(raw);
+    if value.is_empty() {
+        return Err(InvalidRequestId::Empty);
+    }
+    if value.len() > max_len {
+        return Err(InvalidRequestId::TooLong);
+    }
+    if !value.iter().all(|b| is_token_char(*b)) {
+        return Err(InvalidRequestId::Charset);
+    }
+    if validation == Validation::Uuid && !is_uuid(value) {
+        return Err(InvalidRequestId::NotUuid);
+    }
+    // All bytes are ASCII (checked above).
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// Formats 16 random bytes as a UUIDv4 (RFC 9562 §5.4): version nibble `4`, variant `10`.
+pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
+    if let Some(b) = bytes.get_mut(6) {
+        *b = (*b & 0x0f) | 0x40;
+    }
+    if let Some(b) = bytes.get_mut(8) {
+        *b = (*b & 0x3f) | 0x80;
+    }
+    let mut out = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        crate::traceparent::push_hex(&mut out, &[*byte]);
+    }
+    out
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`; a bare address means one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+/// A CIDR that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid cidr {0:?}: expected an ip address with an optional /prefix")]
+pub struct InvalidCidr(pub String);
+
+impl Cidr {
+    /// Parses `addr[/prefix]`.
+    ///
+    /// # Errors
+    /// [`InvalidCidr`] when the address or prefix does not parse or the prefix is too long.
+    pub fn try_new(text: &str) -> Result<Self, InvalidCidr> {
+        let invalid = || InvalidCidr(text.to_owned());
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| invalid())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| invalid())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(invalid());
+        }
+        Ok(Self { network, prefix })
+    }
+
+    /// Whether `ip` is inside this network. An IPv4-mapped IPv6 address matches IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses Envoy's `source.address` property (`1.2.3.4:5678`, `[::1]:5678`, or a bare address).
+pub fn parse_peer_address(raw: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(raw).ok()?;
+    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+        return Some(socket.ip());
+    }
+    text.parse::<IpAddr>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_safe_tokens_and_trims_whitespace() {
+        assert_eq!(validate(b" abc-123_x.y:z ", 128, Validation::Token).as_deref(), Ok("abc-123_x.y:z"));
+    }
+
+    #[test]
+    fn rejects_unsafe_or_long_ids() {
+        let cases: [(&[u8], InvalidRequestId); 6] = [
+            (b"", InvalidRequestId::Empty),
+            (b"  ", InvalidRequestId::Empty),
+            (b"a b", InvalidRequestId::Charset),
+            (b"a\"b", InvalidRequestId::Charset),
+            (b"caf\xc3\xa9", InvalidRequestId::Charset),
+            (b"id\r\nx-evil: 1", InvalidRequestId::Charset),
+        ];
+        for (value, err) in cases {
+            assert_eq!(validate(value, 128, Validation::Token), Err(err), "{value:?}");
+        }
+        assert_eq!(validate(&[b'a'; 129], 128, Validation::Token), Err(InvalidRequestId::TooLong));
+        assert!(validate(&[b'a'; 128], 128, Validation::Token).is_ok());
+    }
+
+    #[test]
+    fn uuid_mode_accepts_envoy_packed_trace_reason_nibbles() {
+        for nibble in ['4', '9', 'a', 'b', '7', 'A'] {
+            let id = format!("6b3e2c1a-1d2e-{nibble}f00-8a1b-0123456789ab");
+            assert!(validate(id.as_bytes(), 128, Validation::Uuid).is_ok(), "{id}");
+        }
+        for bad in ["6b3e2c1a-1d2e-cf00-8a1b-0123456789ab", "6b3e2c1a-1d2e-4f00-ca1b-0123456789ab", "6b3e2c1a1d2e4f008a1b0123456789ab"] {
+            assert_eq!(validate(bad.as_bytes(), 128, Validation::Uuid), Err(InvalidRequestId::NotUuid), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_uuid_v4() {
+        let id = uuid_v4([0xff; 16]);
+        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert!(validate(uuid_v4([0; 16]).as_bytes(), 36, Validation::Uuid).is_ok());
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let net = Cidr::try_new("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(Cidr::try_new("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::try_new("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(Cidr::try_new("192.168.1.1").unwrap().contains("192.168.1.1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129"] {
+            assert!(Cidr::try_new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_envoy_source_addresses() {
+        assert_eq!(parse_peer_address(b"10.0.0.1:5000"), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(parse_peer_address(b"[::1]:5000"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_peer_address(b"::1"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_peer_address(b"nope"), None);
+    }
+}
