@@ -6,4 +6,6 @@
 //! shared-data compare-and-swap loop, metrics, ids and logging.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod host;
+pub mod ids;
