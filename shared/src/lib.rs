@@ -9,3 +9,5 @@
 pub mod config;
 pub mod host;
 pub mod ids;
+pub mod matcher;
+pub mod request;
