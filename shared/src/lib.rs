@@ -11,3 +11,4 @@ pub mod host;
 pub mod ids;
 pub mod matcher;
 pub mod request;
+pub mod shared_data;
