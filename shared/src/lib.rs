@@ -10,5 +10,6 @@ pub mod config;
 pub mod host;
 pub mod ids;
 pub mod matcher;
+pub mod metrics;
 pub mod request;
 pub mod shared_data;
