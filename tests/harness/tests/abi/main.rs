@@ -1,0 +1,9 @@
+//! Self-tests of meshward-host: ABI edge cases with WAT guests (`tests/fixtures/wat/`),
+//! load failures, failure policies, the Prometheus export, chains, and the lifecycle of the
+//! real no-op filter on four worker VMs.
+
+mod chain;
+mod loading;
+mod noop;
+mod probe;
+mod support;
