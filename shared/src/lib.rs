@@ -9,7 +9,9 @@
 pub mod config;
 pub mod host;
 pub mod ids;
+pub mod log;
 pub mod matcher;
 pub mod metrics;
+pub mod plugin;
 pub mod request;
 pub mod shared_data;

@@ -1,0 +1,293 @@
+//! Glue helpers every filter's `plugin.rs` uses: start-up ([`install`], wasm only), reading the
+//! plugin configuration, and turning a filter error into the configured failure action.
+//!
+//! ```ignore
+//! proxy_wasm::main! {{
+//!     meshward_core::plugin::install("trace_id");
+//!     proxy_wasm::set_root_context(|_| Box::new(TraceIdRoot::default()));
+//! }}
+//!
+//! // in RootContext::on_configure:
+//! let host = ProxyWasmHost::new();
+//! let Some(config) = read_plugin_config::<RawConfig, Config>(&host) else { return false };
+//!
+//! // in an HTTP callback, for an error the filter cannot handle itself:
+//! match on_error(config.failure_mode, &err) {
+//!     FailureAction::Continue => Action::Continue,
+//!     FailureAction::Respond(reply) => { let _ = host.send_local_response(&reply); Action::Pause }
+//! }
+//! ```
+//!
+//! Everything except [`install`] and its helpers is host-agnostic and unit-tested against
+//! [`crate::host::mock::MockHost`]. Do not call `proxy_wasm::set_log_level`: it installs the
+//! SDK's own logger, and `log` accepts only one.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{ConfigError, parse_config};
+use crate::host::{BufferKind, Host, LocalResponse, LogLevel};
+
+/// What a filter does when it cannot do its job (host failure, exhausted shared-data retries,
+/// unreachable backend…) — separate from Istio's `failStrategy`, which covers VM failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Reject the request with a 503 (the safe default).
+    #[default]
+    Deny,
+    /// Let the request through unchanged.
+    Allow,
+}
+
+/// The action a failure turns into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureAction {
+    /// Let the request continue.
+    Continue,
+    /// Send this local reply instead.
+    Respond(LocalResponse),
+}
+
+/// The header naming the filter that failed a request (value: the filter name, never the error
+/// text, which may hold internals).
+pub const ERROR_HEADER: &str = "x-meshward-error";
+
+/// Turns a filter error into `mode`'s action and logs it (warn for allow, error for deny) with
+/// the `log` crate. Deny → local 503 with `details` `meshward_<filter>_error` and an
+/// [`ERROR_HEADER`] naming the filter; allow → continue.
+pub fn on_error(mode: FailureMode, error: &dyn std::fmt::Display) -> FailureAction {
+    let filter = crate::log::filter_name();
+    match mode {
+        FailureMode::Allow => {
+            ::log::warn!("failing open: {error}");
+            FailureAction::Continue
+        }
+        FailureMode::Deny => {
+            ::log::error!("failing closed with 503: {error}");
+            FailureAction::Respond(failure_response(filter))
+        }
+    }
+}
+
+/// The 503 a failing filter `filter` sends under [`FailureMode::Deny`].
+pub fn failure_response(filter: &str) -> LocalResponse {
+    LocalResponse {
+        status: 503,
+        headers: vec![(ERROR_HEADER.to_owned(), filter.as_bytes().to_vec())],
+        body: Vec::new(),
+        details: format!("meshward_{filter}_error"),
+        grpc_status: None,
+    }
+}
+
+/// Reads the plugin configuration (only available in `on_configure`) and parses it with
+/// [`parse_config`]. On failure logs `"<filter>: invalid plugin config: <path>: <reason>"` at
+/// error level through the host and returns `None` (the filter returns `false`).
+pub fn read_plugin_config<Raw, Cfg>(host: &dyn Host) -> Option<Cfg>
+where
+    Raw: DeserializeOwned,
+    Cfg: TryFrom<Raw>,
+    Cfg::Error: Into<ConfigError>,
+{
+    let filter = crate::log::filter_name();
+    let bytes = match host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX) {
+        Ok(bytes) => bytes.unwrap_or_default(),
+        Err(error) => {
+            host.log(
+                LogLevel::Error,
+                &format!("{filter}: cannot read plugin config: {error}"),
+            );
+            return None;
+        }
+    };
+    match parse_config::<Raw, Cfg>(&bytes) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            host.log(
+                LogLevel::Error,
+                &format!("{filter}: invalid plugin config: {error}"),
+            );
+            None
+        }
+    }
+}
+
+/// `"<filter>: panic: <message> at <file>:<line>"`, the line the panic hook logs.
+pub fn panic_line(filter: &str, message: &str, location: Option<(&str, u32)>) -> String {
+    match location {
+        Some((file, line)) => format!("{filter}: panic: {message} at {file}:{line}"),
+        None => format!("{filter}: panic: {message}"),
+    }
+}
+
+/// Start-up for a filter VM: sets the log prefix, installs the `log` bridge to the proxy at the
+/// proxy's level, and a panic hook that logs the panic at Critical before the VM dies (a panic
+/// aborts on wasm; the hook is the only trace it leaves). Call first in `proxy_wasm::main!`.
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+pub fn install(filter_name: &'static str) {
+    use crate::host::proxy_wasm::ProxyWasmHost;
+
+    fn sink(level: LogLevel, line: &str) {
+        ProxyWasmHost::new().log(level, line);
+    }
+    static LOGGER: crate::log::HostLogger = crate::log::HostLogger::new(sink);
+
+    crate::log::set_filter_name(filter_name);
+    // A second install (or the SDK's logger) keeps the first logger: nothing to do about it.
+    let _ = ::log::set_logger(&LOGGER);
+    // `proxy_get_log_level` may not be callable during `_initialize`; start at Info and let
+    // `on_configure` call `crate::log::set_max_level` with the proxy's level.
+    crate::log::set_max_level(None, LogLevel::Info);
+    install_panic_hook(filter_name);
+}
+
+/// Installs only the panic hook (see [`install`]).
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+pub fn install_panic_hook(filter_name: &'static str) {
+    use crate::host::proxy_wasm::ProxyWasmHost;
+
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string payload)".to_owned());
+        let location = info.location().map(|l| (l.file(), l.line()));
+        let line = panic_line(filter_name, &message, location);
+        ProxyWasmHost::new().log(LogLevel::Critical, &line);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::config::InvalidConfig;
+    use crate::host::HostError;
+    use crate::host::mock::{Hostcall, MockHost};
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct RawConfig {
+        #[serde(default)]
+        failure_mode: FailureMode,
+        #[serde(default)]
+        max_length: Option<u32>,
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Config {
+        failure_mode: FailureMode,
+        max_length: u32,
+    }
+
+    impl TryFrom<RawConfig> for Config {
+        type Error = InvalidConfig;
+        fn try_from(raw: RawConfig) -> Result<Self, InvalidConfig> {
+            let max_length = raw.max_length.unwrap_or(64);
+            if max_length == 0 {
+                return Err(InvalidConfig::at("maxLength", "must be positive"));
+            }
+            Ok(Config {
+                failure_mode: raw.failure_mode,
+                max_length,
+            })
+        }
+    }
+
+    #[test]
+    fn reads_a_valid_plugin_config() {
+        let host =
+            MockHost::new().with_plugin_config(r#"{"failureMode": "allow", "maxLength": 9}"#);
+        let config = read_plugin_config::<RawConfig, Config>(&host).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                failure_mode: FailureMode::Allow,
+                max_length: 9
+            }
+        );
+        assert!(host.logs().is_empty());
+    }
+
+    #[test]
+    fn an_absent_plugin_config_means_defaults() {
+        let host = MockHost::new();
+        let config = read_plugin_config::<RawConfig, Config>(&host).unwrap();
+        assert_eq!(config.failure_mode, FailureMode::Deny);
+    }
+
+    #[test]
+    fn an_invalid_plugin_config_is_logged_with_path_and_reason() {
+        crate::log::set_filter_name("trace_id");
+        let cases = [
+            (
+                r#"{"maxLength": 0}"#,
+                "trace_id: invalid plugin config: maxLength: must be positive",
+            ),
+            (
+                r#"{"failureMode": "maybe"}"#,
+                "trace_id: invalid plugin config: failureMode: unknown variant `maybe`, expected `deny` or `allow`",
+            ),
+            (
+                r#"{"maxLenght": 3}"#,
+                "trace_id: invalid plugin config: maxLenght: unknown field `maxLenght`",
+            ),
+        ];
+        for (json, line) in cases {
+            let host = MockHost::new().with_plugin_config(json);
+            assert_eq!(read_plugin_config::<RawConfig, Config>(&host), None);
+            let logs = host.logs_at_least(LogLevel::Error);
+            assert_eq!(logs.len(), 1, "{json}");
+            assert!(logs[0].starts_with(line), "{json}: {}", logs[0]);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_plugin_config_is_logged() {
+        let host = MockHost::new().failing_next(Hostcall::Buffer, HostError::InternalFailure, 1);
+        assert_eq!(read_plugin_config::<RawConfig, Config>(&host), None);
+        assert!(
+            host.logs_at_least(LogLevel::Error)[0]
+                .contains("cannot read plugin config: internal failure")
+        );
+    }
+
+    #[test]
+    fn deny_turns_an_error_into_a_503_naming_the_filter() {
+        crate::log::set_filter_name("rate_limit");
+        let action = on_error(FailureMode::Deny, &HostError::CasMismatch);
+        let FailureAction::Respond(reply) = action else {
+            panic!("expected a local reply, got {action:?}");
+        };
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.details, "meshward_rate_limit_error");
+        assert_eq!(
+            reply.headers,
+            [(ERROR_HEADER.to_owned(), b"rate_limit".to_vec())]
+        );
+        assert!(!reply.details.contains(char::is_whitespace));
+    }
+
+    #[test]
+    fn allow_continues() {
+        assert_eq!(
+            on_error(FailureMode::Allow, &"backend down"),
+            FailureAction::Continue
+        );
+        assert_eq!(FailureMode::default(), FailureMode::Deny);
+    }
+
+    #[test]
+    fn panic_lines_name_filter_message_and_location() {
+        assert_eq!(
+            panic_line("jwt_auth", "index out of bounds", Some(("src/jwks.rs", 42))),
+            "jwt_auth: panic: index out of bounds at src/jwks.rs:42"
+        );
+        assert_eq!(panic_line("x", "boom", None), "x: panic: boom");
+    }
+}
