@@ -13,21 +13,7 @@ pub const MAX_REQUEST_ID_LEN: usize = 1024;
 /// Upper bound for `traceContext.tracestate.maxLength` (32 members of 512 characters).
 pub const MAX_TRACESTATE_LEN: usize = 16 * 1024;
 
-/// A configuration that cannot be used, with the JSON path of the culprit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct InvalidConfig {
-    /// JSON path, e.g. `requestId.maxLength` (`$` for the document itself).
-    pub path: String,
-    /// What is wrong, lowercase.
-    pub reason: String,
-}
-
-impl InvalidConfig {
-    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { path: path.into(), reason: reason.into() }
-    }
-}
+pub use meshward_core::config::{ConfigError, InvalidConfig};
 
 // === raw (serde) ===
 
@@ -294,11 +280,11 @@ const RESERVED_HEADERS: [&str; 8] =
 fn header_name(path: &str, name: &str) -> Result<String, InvalidConfig> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
-        return Err(InvalidConfig::new(path, format!("{name:?} is not a valid http header name")));
+        return Err(InvalidConfig::at(path, format!("{name:?} is not a valid http header name")));
     }
     let lower = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str()) {
-        return Err(InvalidConfig::new(path, format!("{name:?} is a trace context header")));
+        return Err(InvalidConfig::at(path, format!("{name:?} is a trace context header")));
     }
     Ok(lower)
 }
@@ -314,7 +300,7 @@ impl TryFrom<RawConfig> for Config {
             let path = format!("requestId.aliases[{i}]");
             let alias = header_name(&path, alias)?;
             if alias == header || aliases.contains(&alias) {
-                return Err(InvalidConfig::new(path, format!("{alias:?} is listed twice")));
+                return Err(InvalidConfig::at(path, format!("{alias:?} is listed twice")));
             }
             aliases.push(alias);
         }
@@ -323,7 +309,7 @@ impl TryFrom<RawConfig> for Config {
             Some(name) => {
                 let name = header_name("requestId.originalIdHeader", name)?;
                 if name == header || aliases.contains(&name) {
-                    return Err(InvalidConfig::new(
+                    return Err(InvalidConfig::at(
                         "requestId.originalIdHeader",
                         format!("{name:?} is already the request id header or an alias"),
                     ));
@@ -338,22 +324,22 @@ impl TryFrom<RawConfig> for Config {
         let min_len = if validation == Validation::Uuid { 36 } else { 1 };
         let max_length = rid.max_length.unwrap_or(128);
         if !(min_len..=MAX_REQUEST_ID_LEN).contains(&max_length) {
-            return Err(InvalidConfig::new(
+            return Err(InvalidConfig::at(
                 "requestId.maxLength",
                 format!("must be between {min_len} and {MAX_REQUEST_ID_LEN}, got {max_length}"),
             ));
         }
         let mut trusted_cidrs = Vec::with_capacity(rid.trusted_cidrs.len());
         for (i, cidr) in rid.trusted_cidrs.iter().enumerate() {
-            let cidr = Cidr::try_new(cidr).map_err(|e| InvalidConfig::new(format!("requestId.trustedCidrs[{i}]"), e.to_string()))?;
+            let cidr = Cidr::try_new(cidr).map_err(|e| InvalidConfig::at(format!("requestId.trustedCidrs[{i}]"), e.to_string()))?;
             trusted_cidrs.push(cidr);
         }
         match (rid.policy, trusted_cidrs.is_empty()) {
             (Policy::KeepIfTrusted, true) => {
-                return Err(InvalidConfig::new("requestId.trustedCidrs", "policy keepIfTrusted needs at least one cidr"));
+                return Err(InvalidConfig::at("requestId.trustedCidrs", "policy keepIfTrusted needs at least one cidr"));
             }
             (Policy::KeepIfValid | Policy::AlwaysReplace, false) => {
-                return Err(InvalidConfig::new("requestId.trustedCidrs", "only used with policy keepIfTrusted"));
+                return Err(InvalidConfig::at("requestId.trustedCidrs", "only used with policy keepIfTrusted"));
             }
             _ => {}
         }
@@ -362,7 +348,7 @@ impl TryFrom<RawConfig> for Config {
             RawSampling::Fixed { sampled } => Sampling::Fixed(sampled),
             RawSampling::Ratio { ratio } => {
                 if !(0.0..=1.0).contains(&ratio) {
-                    return Err(InvalidConfig::new("traceContext.sampling.ratio", format!("must be between 0 and 1, got {ratio}")));
+                    return Err(InvalidConfig::at("traceContext.sampling.ratio", "must be between 0 and 1"));
                 }
                 Sampling::Ratio { threshold: ratio_threshold(ratio) }
             }
@@ -370,7 +356,7 @@ impl TryFrom<RawConfig> for Config {
         };
         let tracestate_max_length = raw.trace_context.tracestate.max_length.unwrap_or(MIN_PROPAGATED_LEN);
         if !(MIN_PROPAGATED_LEN..=MAX_TRACESTATE_LEN).contains(&tracestate_max_length) {
-            return Err(InvalidConfig::new(
+            return Err(InvalidConfig::at(
                 "traceContext.tracestate.maxLength",
                 format!("must be between {MIN_PROPAGATED_LEN} and {MAX_TRACESTATE_LEN}, got {tracestate_max_length}"),
             ));
@@ -409,57 +395,13 @@ fn ratio_threshold(ratio: f64) -> u64 {
 /// Parses the plugin configuration bytes. Empty or whitespace-only input means all defaults.
 ///
 /// # Errors
-/// [`InvalidConfig`] with the JSON path of the first problem.
-pub fn parse(bytes: &[u8]) -> Result<Config, InvalidConfig> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Config::default());
+/// [`ConfigError`] with the JSON path of the first problem.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    // serde lets a struct with defaults be read from a JSON array (`[]`); a config is an object.
+    if matches!(bytes.iter().find(|b| !b.is_ascii_whitespace()), Some(b) if *b != b'{') {
+        return Err(InvalidConfig::root("expected a json object").into());
     }
-    Config::try_from(raw_from_slice(bytes)?)
-}
-
-fn section<T: serde::de::DeserializeOwned>(path: &str, value: serde_json::Value) -> Result<T, InvalidConfig> {
-    serde_json::from_value(value).map_err(|e| InvalidConfig::new(path, e.to_string()))
-}
-
-fn object(path: &str, value: serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, InvalidConfig> {
-    match value {
-        serde_json::Value::Object(map) => Ok(map),
-        other => Err(InvalidConfig::new(path, format!("expected a json object, got {other}"))),
-    }
-}
-
-/// Deserializes section by section so that serde's messages (unknown field, unknown variant,
-/// wrong type) come with the JSON path of the object they are about.
-fn raw_from_slice(bytes: &[u8]) -> Result<RawConfig, InvalidConfig> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| InvalidConfig::new("$", e.to_string()))?;
-    let mut raw = RawConfig::default();
-    for (key, value) in object("$", value)? {
-        match key.as_str() {
-            "requestId" => raw.request_id = section("requestId", value)?,
-            "traceContext" => {
-                for (key, value) in object("traceContext", value)? {
-                    let path = format!("traceContext.{key}");
-                    match key.as_str() {
-                        "mode" => raw.trace_context.mode = section(&path, value)?,
-                        "sampling" => raw.trace_context.sampling = section(&path, value)?,
-                        "tracestate" => raw.trace_context.tracestate = section(&path, value)?,
-                        _ => return Err(InvalidConfig::new(path, "unknown field, expected one of mode, sampling, tracestate")),
-                    }
-                }
-            }
-            "b3" => raw.b3 = section("b3", value)?,
-            "response" => raw.response = section("response", value)?,
-            "properties" => raw.properties = section("properties", value)?,
-            "failureMode" => raw.failure_mode = section("failureMode", value)?,
-            _ => {
-                return Err(InvalidConfig::new(
-                    key,
-                    "unknown field, expected one of requestId, traceContext, b3, response, properties, failureMode",
-                ));
-            }
-        }
-    }
-    Ok(raw)
+    meshward_core::config::parse_config::<RawConfig, Config>(bytes)
 }
 
 #[cfg(test)]
@@ -508,9 +450,9 @@ mod tests {
     #[test]
     fn errors_name_the_json_path() {
         let cases: [(&str, &str); 14] = [
-            (r#"[]"#, "$"),
+            (r#"[]"#, ""),
             (r#"{"requestid": {}}"#, "requestid"),
-            (r#"{"requestId": {"hedaer": "x"}}"#, "requestId"),
+            (r#"{"requestId": {"hedaer": "x"}}"#, "requestId.hedaer"),
             (r#"{"requestId": {"header": "bad header"}}"#, "requestId.header"),
             (r#"{"requestId": {"header": "traceparent"}}"#, "requestId.header"),
             (r#"{"requestId": {"aliases": ["x-a", "X-A"]}}"#, "requestId.aliases[1]"),
@@ -521,11 +463,15 @@ mod tests {
             (r#"{"traceContext": {"sampling": {"type": "ratio", "ratio": 1.5}}}"#, "traceContext.sampling.ratio"),
             (r#"{"traceContext": {"sampling": {"type": "fixed", "sampled": true, "x": 1}}}"#, "traceContext.sampling"),
             (r#"{"traceContext": {"tracestate": {"maxLength": 100}}}"#, "traceContext.tracestate.maxLength"),
-            (r#"{"b3": {"write": "both"}}"#, "b3"),
+            (r#"{"b3": {"write": "both"}}"#, "b3.write"),
         ];
+        let mut wrong = Vec::new();
         for (json, path) in cases {
-            let err = parse(json.as_bytes()).unwrap_err();
-            assert_eq!(err.path, path, "{json}: {err}");
+            let Err(err) = parse(json.as_bytes()) else { panic!("{json} was accepted") };
+            if err.path() != path {
+                wrong.push(format!("{json}: want {path}, got {err}"));
+            }
         }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }

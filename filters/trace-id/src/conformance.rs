@@ -7,8 +7,8 @@
 use proptest::prelude::*;
 
 use crate::config::Config;
-use crate::logic::tests::{apply, counter, get, headers};
-use crate::logic::{TraceAction, decide_request};
+use crate::logic::tests::{apply, counter, decide, get, headers};
+use crate::logic::TraceAction;
 use crate::traceparent;
 use crate::tracestate::TraceState;
 
@@ -166,7 +166,7 @@ fn w3c_conformance_table() {
     for case in cases() {
         let input: Vec<(String, Vec<u8>)> = case.headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
         let mut random = counter();
-        let decision = decide_request(&cfg, &input, None, &mut random);
+        let decision = decide(&cfg, &input, None, &mut random);
         let out = apply(input, &decision.header_ops);
         let tps = get(&out, "traceparent");
         let problem = match tps.as_slice() {
@@ -204,11 +204,11 @@ fn random_flag_is_preserved_when_the_trace_id_is_kept() {
     // §3.2.2.5.2 (Level 2): the random-trace-id flag MUST be propagated unchanged with the trace id.
     for flags in ["02", "03"] {
         let input = headers(&[("traceparent", format!("00-{TRACE}-{PARENT}-{flags}").as_bytes())]);
-        let decision = decide_request(&Config::default(), &input, None, &mut counter());
+        let decision = decide(&Config::default(), &input, None, &mut counter());
         assert!(decision.trace.random(), "{flags}");
     }
     let input = headers(&[("traceparent", format!("00-{TRACE}-{PARENT}-01").as_bytes())]);
-    assert!(!decide_request(&Config::default(), &input, None, &mut counter()).trace.random());
+    assert!(!decide(&Config::default(), &input, None, &mut counter()).trace.random());
 }
 
 fn configs() -> Vec<Config> {
@@ -243,7 +243,7 @@ proptest! {
         for cfg in configs() {
             let mut next = seed;
             let mut random = |buf: &mut [u8]| for b in buf { next = next.wrapping_mul(31).wrapping_add(7); *b = next; };
-            let decision = decide_request(&cfg, &input, Some("10.0.0.1".parse().unwrap()), &mut random);
+            let decision = decide(&cfg, &input, Some("10.0.0.1".parse().unwrap()), &mut random);
             let out = apply(input.clone(), &decision.header_ops);
             let tps = get_bytes(&out, "traceparent");
             prop_assert_eq!(tps.len(), 1);

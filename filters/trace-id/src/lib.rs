@@ -20,7 +20,9 @@
 
 pub mod b3;
 pub mod config;
+pub mod filter;
 pub mod logic;
+pub mod metrics;
 pub mod request_id;
 pub mod traceparent;
 pub mod tracestate;

@@ -7,6 +7,10 @@
 
 use std::net::IpAddr;
 
+use meshward_core::host::HostResult;
+use meshward_core::ids::{RandomSource, uuid_v4_from_bytes};
+use meshward_core::request::RequestView;
+
 use crate::b3::{self, B3, B3Headers};
 use crate::config::{B3Write, Config, Mode, Policy, Sampling};
 use crate::request_id::{self, InvalidRequestId};
@@ -37,8 +41,8 @@ pub enum HeaderOp {
     Remove(String),
 }
 
-/// Source of random bytes (WASI `random_get` in the proxy, seeded in tests).
-pub type Random<'a> = &'a mut dyn FnMut(&mut [u8]);
+/// Source of random bytes (WASI `random_get` in the proxy, seeded closures in tests).
+pub type Random<'a> = &'a mut dyn RandomSource;
 
 /// What happened to the request id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,16 +189,16 @@ fn values<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
     headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).collect()
 }
 
-fn random_nonzero<const N: usize>(random: Random<'_>) -> [u8; N] {
+fn random_nonzero<const N: usize>(random: Random<'_>) -> HostResult<[u8; N]> {
     let mut bytes = [0u8; N];
-    random(&mut bytes);
+    random.fill_random(&mut bytes)?;
     if bytes.iter().all(|b| *b == 0) {
         // An all-zero id is invalid (§3.2.2.3/4); a broken or seeded source must not produce one.
         if let Some(last) = bytes.last_mut() {
             *last = 1;
         }
     }
-    bytes
+    Ok(bytes)
 }
 
 // === request id ===
@@ -205,7 +209,7 @@ fn decide_request_id(
     source_ip: Option<IpAddr>,
     random: Random<'_>,
     ops: &mut Vec<HeaderOp>,
-) -> (String, Outcome<IdAction>) {
+) -> HostResult<(String, Outcome<IdAction>)> {
     let rid = &cfg.request_id;
     let main = values(headers, &rid.header);
     let incoming = if main.is_empty() {
@@ -232,7 +236,7 @@ fn decide_request_id(
     let (id, copy) = match (action, kept) {
         (IdAction::Kept, Some(id)) => (id, None),
         // Only a valid id is copied: an invalid one is exactly what must not reach the logs.
-        (_, original) => (request_id::uuid_v4(random_nonzero(random)), original),
+        (_, original) => (uuid_v4_from_bytes(random_nonzero(random)?), original),
     };
     if let Some(header) = &rid.original_id_header {
         match copy {
@@ -247,14 +251,14 @@ fn decide_request_id(
             ops.push(HeaderOp::Set(name.clone(), id.clone()));
         }
     }
-    (id, Outcome { action, reason: reason.as_str() })
+    Ok((id, Outcome { action, reason: reason.as_str() }))
 }
 
 // === trace context ===
 
-fn new_trace(cfg: &Config, inherited: Option<bool>, random: Random<'_>) -> TraceParent {
-    let trace_id: [u8; 16] = random_nonzero(random);
-    let parent_id: [u8; 8] = random_nonzero(random);
+fn new_trace(cfg: &Config, inherited: Option<bool>, random: Random<'_>) -> HostResult<TraceParent> {
+    let trace_id: [u8; 16] = random_nonzero(random)?;
+    let parent_id: [u8; 8] = random_nonzero(random)?;
     let sampled = match cfg.sampling {
         Sampling::Fixed(sampled) => sampled,
         Sampling::Ratio { threshold } => {
@@ -268,10 +272,10 @@ fn new_trace(cfg: &Config, inherited: Option<bool>, random: Random<'_>) -> Trace
         }
         Sampling::Inherit { fallback } => inherited.unwrap_or(fallback),
     };
-    TraceParent { trace_id, parent_id, flags: FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 } }
+    Ok(TraceParent { trace_id, parent_id, flags: FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 } })
 }
 
-fn b3_headers_of<'a>(headers: &'a [(String, Vec<u8>)]) -> [Vec<&'a [u8]>; 5] {
+fn b3_headers_of(headers: &[(String, Vec<u8>)]) -> [Vec<&[u8]>; 5] {
     [
         values(headers, b3::SINGLE),
         values(headers, b3::TRACE_ID),
@@ -298,7 +302,12 @@ struct TraceDecision {
     state_outcome: Option<Outcome<StateAction>>,
 }
 
-fn decide_trace(cfg: &Config, headers: &[(String, Vec<u8>)], random: Random<'_>, ops: &mut Vec<HeaderOp>) -> TraceDecision {
+fn decide_trace(
+    cfg: &Config,
+    headers: &[(String, Vec<u8>)],
+    random: Random<'_>,
+    ops: &mut Vec<HeaderOp>,
+) -> HostResult<TraceDecision> {
     let tp_values = values(headers, TRACEPARENT);
     let ts_values = values(headers, TRACESTATE);
     let [single, b3_trace, b3_span, b3_sampled, b3_flags] = b3_headers_of(headers);
@@ -334,21 +343,21 @@ fn decide_trace(cfg: &Config, headers: &[(String, Vec<u8>)], random: Random<'_>,
 
     let (trace, outcome, rewrite) = match (cfg.mode, incoming) {
         (Mode::Restart, Incoming::Absent) | (Mode::Hop | Mode::Passthrough, Incoming::Absent) => (
-            new_trace(cfg, b3_sampling, random),
+            new_trace(cfg, b3_sampling, random)?,
             Outcome { action: TraceAction::Started, reason: "absent" },
             true,
         ),
         (Mode::Restart, Incoming::W3c(_) | Incoming::B3(_)) => (
-            new_trace(cfg, b3_sampling.or(incoming_sampled), random),
+            new_trace(cfg, b3_sampling.or(incoming_sampled), random)?,
             Outcome { action: TraceAction::Restarted, reason: "trust_boundary" },
             true,
         ),
         (_, Incoming::Invalid(reason)) => {
-            (new_trace(cfg, b3_sampling, random), Outcome { action: TraceAction::Restarted, reason }, true)
+            (new_trace(cfg, b3_sampling, random)?, Outcome { action: TraceAction::Restarted, reason }, true)
         }
         (Mode::Hop, Incoming::W3c(parsed)) => {
             let reason = if parsed.future_version { "future_version" } else { "valid" };
-            let trace = TraceParent { parent_id: random_nonzero(random), ..parsed.context };
+            let trace = TraceParent { parent_id: random_nonzero(random)?, ..parsed.context };
             (trace, Outcome { action: TraceAction::Kept, reason }, true)
         }
         (Mode::Passthrough, Incoming::W3c(parsed)) => {
@@ -356,7 +365,7 @@ fn decide_trace(cfg: &Config, headers: &[(String, Vec<u8>)], random: Random<'_>,
             (parsed.context, Outcome { action: TraceAction::Kept, reason }, parsed.needs_rewrite)
         }
         (Mode::Hop, Incoming::B3(context)) => (
-            TraceParent { parent_id: random_nonzero(random), ..context },
+            TraceParent { parent_id: random_nonzero(random)?, ..context },
             Outcome { action: TraceAction::Kept, reason: "b3" },
             true,
         ),
@@ -370,7 +379,7 @@ fn decide_trace(cfg: &Config, headers: &[(String, Vec<u8>)], random: Random<'_>,
 
     let state_outcome = decide_tracestate(cfg, &ts_values, outcome, ops);
     write_b3(cfg, &trace, headers, ops);
-    TraceDecision { trace, outcome, state_outcome }
+    Ok(TraceDecision { trace, outcome, state_outcome })
 }
 
 fn decide_tracestate(
@@ -444,23 +453,27 @@ fn write_b3(cfg: &Config, trace: &TraceParent, headers: &[(String, Vec<u8>)], op
 
 /// Decides the request phase.
 ///
-/// `headers` is the whole request header map as read once from the proxy (lower-case names,
-/// duplicates as separate entries); `source_ip` is the direct peer (`source.address`).
+/// `view` is the request header map as read once from the proxy (duplicates kept as separate
+/// entries); `source_ip` is the direct peer (`source.address`), needed only by `keepIfTrusted`.
+///
+/// # Errors
+/// Only when the random source fails: ids from a broken source would collide across requests.
 pub fn decide_request(
     cfg: &Config,
-    headers: &[(String, Vec<u8>)],
+    view: &RequestView,
     source_ip: Option<IpAddr>,
     random: Random<'_>,
-) -> RequestDecision {
+) -> HostResult<RequestDecision> {
+    let headers = view.headers();
     let mut header_ops = Vec::new();
-    let (request_id, id_outcome) = decide_request_id(cfg, headers, source_ip, random, &mut header_ops);
-    let TraceDecision { trace, outcome: trace_outcome, state_outcome } = decide_trace(cfg, headers, random, &mut header_ops);
+    let (request_id, id_outcome) = decide_request_id(cfg, headers, source_ip, random, &mut header_ops)?;
+    let TraceDecision { trace, outcome: trace_outcome, state_outcome } = decide_trace(cfg, headers, random, &mut header_ops)?;
     let properties = if cfg.properties {
         vec![(PROPERTY_REQUEST_ID, request_id.clone()), (PROPERTY_TRACE_ID, trace.trace_id_hex())]
     } else {
         Vec::new()
     };
-    RequestDecision { header_ops, request_id, trace, id_outcome, trace_outcome, state_outcome, properties }
+    Ok(RequestDecision { header_ops, request_id, trace, id_outcome, trace_outcome, state_outcome, properties })
 }
 
 /// Decides the response phase from what the request phase remembered. `None` (the request phase
@@ -499,6 +512,10 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn decide(cfg: &Config, input: &[(String, Vec<u8>)], source_ip: Option<IpAddr>, random: Random<'_>) -> RequestDecision {
+        decide_request(cfg, &RequestView::from_pairs(input.to_vec()), source_ip, random).unwrap()
+    }
+
     pub(crate) fn headers(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
         pairs.iter().map(|(n, v)| ((*n).to_owned(), v.to_vec())).collect()
     }
@@ -529,7 +546,7 @@ pub(crate) mod tests {
     fn run(cfg: &Config, pairs: &[(&str, &[u8])]) -> (RequestDecision, Vec<(String, Vec<u8>)>) {
         let input = headers(pairs);
         let mut random = counter();
-        let decision = decide_request(cfg, &input, None, &mut random);
+        let decision = decide(cfg, &input, None, &mut random);
         let out = apply(input, &decision.header_ops);
         (decision, out)
     }
@@ -580,11 +597,11 @@ pub(crate) mod tests {
         let cfg = cfg(r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#);
         let input = headers(&[("x-request-id", b"client-1")]);
         let mut random = counter();
-        let trusted = decide_request(&cfg, &input, Some("10.1.2.3".parse().unwrap()), &mut random);
+        let trusted = decide(&cfg, &input, Some("10.1.2.3".parse().unwrap()), &mut random);
         assert_eq!(trusted.id_outcome, Outcome { action: IdAction::Kept, reason: "trusted" });
-        let untrusted = decide_request(&cfg, &input, Some("192.0.2.1".parse().unwrap()), &mut random);
+        let untrusted = decide(&cfg, &input, Some("192.0.2.1".parse().unwrap()), &mut random);
         assert_eq!(untrusted.id_outcome, Outcome { action: IdAction::Replaced, reason: "untrusted" });
-        let unknown = decide_request(&cfg, &input, None, &mut random);
+        let unknown = decide(&cfg, &input, None, &mut random);
         assert_eq!(unknown.id_outcome.action, IdAction::Replaced);
     }
 
@@ -724,7 +741,8 @@ pub(crate) mod tests {
     #[test]
     fn all_zero_randomness_still_yields_valid_ids() {
         let mut zeros = |buf: &mut [u8]| buf.fill(0);
-        let d = decide_request(&Config::default(), &[], None, &mut zeros);
+
+        let d = decide(&Config::default(), &[], None, &mut zeros);
         assert!(traceparent::parse(d.trace.format().as_bytes()).is_ok());
     }
 }

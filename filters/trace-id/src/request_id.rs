@@ -91,24 +91,6 @@ pub fn validate(raw: &[u8], max_len: usize, validation: Validation) -> Result<St
     Ok(String::from_utf8_lossy(value).into_owned())
 }
 
-/// Formats 16 random bytes as a UUIDv4 (RFC 9562 §5.4): version nibble `4`, variant `10`.
-pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
-    if let Some(b) = bytes.get_mut(6) {
-        *b = (*b & 0x0f) | 0x40;
-    }
-    if let Some(b) = bytes.get_mut(8) {
-        *b = (*b & 0x3f) | 0x80;
-    }
-    let mut out = String::with_capacity(36);
-    for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        crate::traceparent::push_hex(&mut out, &[*byte]);
-    }
-    out
-}
-
 /// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`; a bare address means one host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -211,10 +193,9 @@ mod tests {
     }
 
     #[test]
-    fn formats_uuid_v4() {
-        let id = uuid_v4([0xff; 16]);
-        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
-        assert!(validate(uuid_v4([0; 16]).as_bytes(), 36, Validation::Uuid).is_ok());
+    fn generated_uuids_pass_uuid_validation() {
+        let id = meshward_core::ids::uuid_v4_from_bytes([0; 16]);
+        assert!(validate(id.as_bytes(), 36, Validation::Uuid).is_ok());
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //! where the spec asks for it (optional whitespace around the value, future versions parsed by
 //! their first 55 characters and re-emitted as `00`).
 
-use std::fmt::Write as _;
-
 /// `sampled` flag (§3.2.2.5.1): the caller may have recorded trace data.
 pub const FLAG_SAMPLED: u8 = 0x01;
 /// `random-trace-id` flag (Level 2, §3.2.2.5.2): at least the right-most 7 bytes of the trace id
@@ -128,10 +126,7 @@ pub(crate) fn decode_lower_hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
 
 /// Appends the lower-case hex of `bytes` to `out`.
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{byte:02x}");
-    }
+    meshward_core::ids::encode_hex_into(bytes, out);
 }
 
 fn field(value: &[u8], start: usize, len: usize) -> &[u8] {
@@ -191,9 +186,8 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, InvalidTraceParent> {
     expect_dash(value, 52, InvalidTraceParent::ParentId)?;
     let [flags] = decode_lower_hex::<1>(field(value, 53, 2)).ok_or(InvalidTraceParent::Flags)?;
     match (version, byte_at(value, V00_LEN)) {
-        (_, None) => {}
         // §3.2.4: a higher version may carry more fields after a dash.
-        (1.., Some(b'-')) => {}
+        (_, None) | (1.., Some(b'-')) => {}
         // Version 00 is exactly 55 characters: any trailing data is invalid.
         (0, Some(_)) => return Err(InvalidTraceParent::Length),
         (1.., Some(_)) => return Err(InvalidTraceParent::Delimiter),

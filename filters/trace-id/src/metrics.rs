@@ -1,0 +1,97 @@
+//! Counters with Istio-style tag-encoded names (`<tag>=.=<value>;.;…;<base>`), defined lazily and
+//! cached per VM. Tag values come from closed sets in `logic`, so cardinality is bounded.
+//!
+//! Envoy `stats_tags` (or Istio `extraStatTags`) regexes that turn them into labels:
+//! `action` → `(action=\.=(.*?);\.;)`, `reason` → `(reason=\.=(.*?);\.;)`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use meshward_core::host::{Host, MetricKind};
+
+use crate::logic::RequestDecision;
+
+/// Request ids by `action` (generated/kept/replaced) and `reason`.
+pub const REQUEST_IDS: &str = "meshward_trace_id_request_ids_total";
+/// Trace contexts by `action` (kept/started/restarted) and `reason`.
+pub const TRACE_CONTEXTS: &str = "meshward_trace_id_trace_contexts_total";
+/// `tracestate` headers by `action` (kept/truncated/dropped) and `reason`.
+pub const TRACESTATES: &str = "meshward_trace_id_tracestates_total";
+/// Requests where a hostcall failed, by `phase` (request/response).
+pub const HOST_FAILURES: &str = "meshward_trace_id_host_failures_total";
+
+/// `tag=.=value;.;` prefixes followed by the base name.
+pub fn encode_name(base: &str, tags: &[(&str, &str)]) -> String {
+    let mut name = String::with_capacity(base.len() + tags.len() * 24);
+    for (tag, value) in tags {
+        name.push_str(tag);
+        name.push_str("=.=");
+        name.extend(value.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }));
+        name.push_str(";.;");
+    }
+    name.push_str(base);
+    name
+}
+
+/// Lazily defined counters of one VM.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    ids: RefCell<HashMap<String, u32>>,
+}
+
+impl Metrics {
+    /// Adds one to the counter `base` with `tags`. Failures are ignored: a metric must never
+    /// change what happens to a request.
+    pub fn increment(&self, host: &dyn Host, base: &str, tags: &[(&str, &str)]) {
+        let name = encode_name(base, tags);
+        let cached = self.ids.borrow().get(&name).copied();
+        let id = match cached {
+            Some(id) => id,
+            None => match host.define_metric(MetricKind::Counter, &name) {
+                Ok(id) => {
+                    self.ids.borrow_mut().insert(name, id);
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let _ = host.increment_metric(id, 1);
+    }
+
+    /// Records the outcomes of one request decision.
+    pub fn record(&self, host: &dyn Host, decision: &RequestDecision) {
+        let id = decision.id_outcome;
+        self.increment(host, REQUEST_IDS, &[("action", id.action.as_str()), ("reason", id.reason)]);
+        let trace = decision.trace_outcome;
+        self.increment(host, TRACE_CONTEXTS, &[("action", trace.action.as_str()), ("reason", trace.reason)]);
+        if let Some(state) = decision.state_outcome {
+            self.increment(host, TRACESTATES, &[("action", state.action.as_str()), ("reason", state.reason)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshward_core::host::mock::MockHost;
+
+    use super::*;
+
+    #[test]
+    fn encodes_tags_the_istio_way_and_sanitizes_values() {
+        assert_eq!(
+            encode_name(REQUEST_IDS, &[("action", "generated"), ("reason", "a b")]),
+            "action=.=generated;.;reason=.=a_b;.;meshward_trace_id_request_ids_total"
+        );
+    }
+
+    #[test]
+    fn defines_once_and_counts() {
+        let host = MockHost::new();
+        let metrics = Metrics::default();
+        for _ in 0..3 {
+            metrics.increment(&host, TRACE_CONTEXTS, &[("action", "started"), ("reason", "absent")]);
+        }
+        assert_eq!(host.metric_value("action=.=started;.;reason=.=absent;.;meshward_trace_id_trace_contexts_total"), Some(3));
+        assert_eq!(metrics.ids.borrow().len(), 1);
+    }
+}
