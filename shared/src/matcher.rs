@@ -937,4 +937,52 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.path(), "rules[1].match.hosts[0]");
     }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Exponential but obviously correct reference: `*` = any run within a segment, `**` as a
+        /// whole segment = zero or more segments.
+        fn reference(pattern: &[&str], path: &[&str]) -> bool {
+            fn segment(p: &[u8], s: &[u8]) -> bool {
+                match p.first() {
+                    None => s.is_empty(),
+                    Some(b'*') => (0..=s.len()).any(|k| segment(&p[1..], &s[k..])),
+                    Some(c) => s.first() == Some(c) && segment(&p[1..], &s[1..]),
+                }
+            }
+            match pattern.split_first() {
+                None => path.is_empty(),
+                Some((&"**", rest)) => (0..=path.len()).any(|k| reference(rest, &path[k..])),
+                Some((p, rest)) => path.split_first().is_some_and(|(s, tail)| {
+                    segment(p.as_bytes(), s.as_bytes()) && reference(rest, tail)
+                }),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn glob_agrees_with_the_reference_matcher(
+                pattern in proptest::collection::vec(
+                    prop::sample::select(vec!["a", "b", "ab", "*", "**", "a*", "*b", "a*b", "*a*", ""]), 0..5),
+                path in proptest::collection::vec(
+                    prop::sample::select(vec!["a", "b", "ab", "ba", "aab", ""]), 0..6),
+            ) {
+                let pattern_text = format!("/{}", pattern.join("/"));
+                let path_text = format!("/{}", path.join("/"));
+                let glob = PathGlob::compile(&pattern_text).unwrap();
+                // "/" splits into one empty segment, as the matcher sees it.
+                let pattern_segments: Vec<&str> = pattern_text[1..].split('/').collect();
+                let path_segments: Vec<&str> = path_text[1..].split('/').collect();
+                prop_assert_eq!(
+                    glob.matches(&path_text),
+                    reference(&pattern_segments, &path_segments),
+                    "{} vs {}", pattern_text, path_text
+                );
+            }
+        }
+    }
 }
