@@ -113,6 +113,12 @@ where
     }
 }
 
+/// Sets the `log` crate's level from the filter's configured level (if any) and the proxy's
+/// current level; call in `on_configure` (the proxy's level is not readable during start-up).
+pub fn sync_log_level(host: &dyn Host, configured: Option<LogLevel>) {
+    crate::log::set_max_level(configured, host.log_level());
+}
+
 /// `"<filter>: panic: <message> at <file>:<line>"`, the line the panic hook logs.
 pub fn panic_line(filter: &str, message: &str, location: Option<(&str, u32)>) -> String {
     match location {
@@ -137,7 +143,7 @@ pub fn install(filter_name: &'static str) {
     // A second install (or the SDK's logger) keeps the first logger: nothing to do about it.
     let _ = ::log::set_logger(&LOGGER);
     // `proxy_get_log_level` may not be callable during `_initialize`; start at Info and let
-    // `on_configure` call `crate::log::set_max_level` with the proxy's level.
+    // `on_configure` call `sync_log_level` with the proxy's level.
     crate::log::set_max_level(None, LogLevel::Info);
     install_panic_hook(filter_name);
 }
