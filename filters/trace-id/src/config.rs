@@ -474,4 +474,39 @@ mod tests {
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
+
+    fn fixtures(kind: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = format!("{}/../../tests/fixtures/trace-id/config/{kind}", env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap()))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no fixtures in {dir}");
+        files
+    }
+
+    #[test]
+    fn valid_fixtures_parse() {
+        for (name, bytes) in fixtures("valid") {
+            assert!(parse(&bytes).is_ok(), "{name}: {:?}", parse(&bytes).err());
+        }
+    }
+
+    #[test]
+    fn invalid_fixtures_fail_at_the_path_in_their_name() {
+        let mut wrong = Vec::new();
+        for (name, bytes) in fixtures("invalid") {
+            let (path, _) = name.split_once("--").unwrap();
+            let path = if path == "_root" { "" } else { path };
+            match parse(&bytes) {
+                Ok(_) => wrong.push(format!("{name}: accepted")),
+                Err(e) if e.path() != path => wrong.push(format!("{name}: {e}")),
+                Err(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 }

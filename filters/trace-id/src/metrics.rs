@@ -20,17 +20,11 @@ pub const TRACESTATES: &str = "meshward_trace_id_tracestates_total";
 /// Requests where a hostcall failed, by `phase` (request/response).
 pub const HOST_FAILURES: &str = "meshward_trace_id_host_failures_total";
 
-/// `tag=.=value;.;` prefixes followed by the base name.
+/// `tag=.=value;.;` prefixes followed by the base name (values sanitized by core).
 pub fn encode_name(base: &str, tags: &[(&str, &str)]) -> String {
-    let mut name = String::with_capacity(base.len() + tags.len() * 24);
-    for (tag, value) in tags {
-        name.push_str(tag);
-        name.push_str("=.=");
-        name.extend(value.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }));
-        name.push_str(";.;");
-    }
-    name.push_str(base);
-    name
+    let values: Vec<String> = tags.iter().map(|(_, v)| meshward_core::metrics::sanitize_tag_value(v)).collect();
+    let tags: Vec<(&str, &str)> = tags.iter().zip(&values).map(|((t, _), v)| (*t, v.as_str())).collect();
+    meshward_core::metrics::tagged_name(base, &tags)
 }
 
 /// Lazily defined counters of one VM.

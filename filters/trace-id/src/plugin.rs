@@ -13,17 +13,10 @@ use crate::logic::ResponseMemo;
 use crate::metrics::Metrics;
 
 proxy_wasm::main! {{
-    install_panic_hook();
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    // Log prefix, `log` bridge and a panic hook that logs before the VM aborts.
+    meshward_core::plugin::install("trace-id");
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TraceIdRoot::default()) });
 }}
-
-/// A panic aborts the VM; log why first so the proxy's log says more than "unreachable".
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        ProxyWasmHost::new().log(LogLevel::Critical, &format!("trace-id: panic: {info}"));
-    }));
-}
 
 #[derive(Default)]
 struct TraceIdRoot {
@@ -36,6 +29,7 @@ impl Context for TraceIdRoot {}
 impl RootContext for TraceIdRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let host = ProxyWasmHost::new();
+        meshward_core::log::set_max_level(None, host.log_level());
         let bytes = match host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(e) => {
