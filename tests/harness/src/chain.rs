@@ -298,9 +298,9 @@ impl Acc {
         self.phases.push(PhaseRecord { plugin, phase, outcome: outcome.clone() });
     }
 
-    fn note_calls(&mut self, plugin: &Plugin) {
+    fn note_calls(&mut self, plugin: &Plugin, stream: StreamId) {
         for call in plugin.pending_http_calls() {
-            if !self.calls_made.iter().any(|c| c.id == call.id) {
+            if call.stream == Some(stream) && !self.calls_made.iter().any(|c| c.id == call.id) {
                 self.calls_made.push(call);
             }
         }
@@ -329,7 +329,7 @@ fn resolve(
         Action::Pause if outcome.continue_requested => return Flow::Continue,
         Action::Pause => {}
     }
-    acc.note_calls(plugin);
+    acc.note_calls(plugin, stream);
     loop {
         let calls: Vec<PendingHttpCall> = plugin.pending_http_calls().into_iter().filter(|c| c.stream == Some(stream)).collect();
         let mut answered = false;
@@ -350,7 +350,7 @@ fn resolve(
                 }
                 events.extend(out.events);
             }
-            acc.note_calls(plugin);
+            acc.note_calls(plugin, stream);
         }
         events.extend(plugin.take_events());
         for event in events {
@@ -421,7 +421,7 @@ fn drive(
                 _ => plugin.request_trailers(*id, &mut trailers)?,
             };
             acc.record(i, phase, &out);
-            acc.note_calls(plugin);
+            acc.note_calls(plugin, *id);
             let held = if phase == Phase::RequestBody { Held::Body(&mut body) } else if phase == Phase::RequestHeaders { Held::Headers(&mut headers) } else { Held::Headers(&mut trailers) };
             match resolve(plugin, *id, &out, held, &mut http_call, &mut acc) {
                 Flow::Continue => {}
@@ -480,7 +480,7 @@ fn drive(
                     continue;
                 }
                 acc.record(i, phase, &out);
-                acc.note_calls(plugin);
+                acc.note_calls(plugin, *id);
                 let held = if phase == Phase::ResponseBody { Held::Body(&mut response.body) } else if phase == Phase::ResponseHeaders { Held::Headers(&mut response.headers) } else { Held::Headers(&mut response.trailers) };
                 match resolve(plugin, *id, &out, held, &mut http_call, &mut acc) {
                     Flow::Continue => {}
@@ -524,7 +524,7 @@ fn drive(
                 acc.fuel += out.fuel;
                 acc.hostcalls += out.hostcalls;
             }
-            acc.note_calls(plugin);
+            acc.note_calls(plugin, *id);
         }
     }
 

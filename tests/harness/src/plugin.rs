@@ -391,9 +391,10 @@ impl Plugin {
     }
 
     fn reload_worker(&mut self, worker: usize) {
+        // Calls of the failed VM die with it (its tokens will be reused by the new VM).
+        self.pending.retain(|id, _| id.worker != worker);
         match self.start_vm(Some(worker)) {
             Ok(vm) => {
-                self.pending.retain(|id, _| id.worker != worker);
                 if let Some(slot) = self.workers.get_mut(worker) {
                     *slot = vm;
                 }
@@ -610,8 +611,6 @@ impl Plugin {
             }
         }
         rec.paused = keep_held.then_some(phase);
-        let generation = vm.generation;
-        let _ = generation;
 
         let trap = report.result.as_ref().err().cloned();
         let route_cache_cleared = report.route_cache_cleared;
@@ -621,7 +620,7 @@ impl Plugin {
             .filter(|d| !matches!(d, Deferred::LocalReply { ctx: c, .. } | Deferred::Close { ctx: c } | Deferred::Continue { ctx: c, .. } if *c == ctx))
             .cloned()
             .collect();
-        let mut vm_taken = std::mem::replace(&mut self.workers, Vec::new());
+        let mut vm_taken = std::mem::take(&mut self.workers);
         if let Some(vm) = vm_taken.get_mut(worker) {
             self.absorb_root_report(Some(worker), vm, &report);
             let events = self.apply_deferred(worker, vm, &other_deferred);

@@ -720,3 +720,62 @@ pub enum HostError {
     #[error("host internal error: {0}")]
     Internal(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_headers_stay_first_and_names_are_lower_cased() {
+        let mut map = HeaderMap::from_pairs([("X-A", "1"), (":path", "/")]);
+        map.append(":method", "GET");
+        let names: Vec<&str> = map.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, vec![":path", ":method", "x-a"]);
+    }
+
+    #[test]
+    fn insert_overwrites_the_first_value_and_drops_duplicates() {
+        let mut map = HeaderMap::from_pairs([("a", "1"), ("b", "x"), ("a", "2")]);
+        map.insert("A", "3");
+        assert_eq!(map.to_string_pairs(), vec![("a".to_owned(), "3".to_owned()), ("b".to_owned(), "x".to_owned())]);
+        map.insert("c", "4");
+        assert_eq!(map.get("c"), Some("4"));
+    }
+
+    #[test]
+    fn single_get_returns_the_first_of_duplicates_and_joined_returns_all() {
+        let map = HeaderMap::from_pairs([("a", "1"), ("a", "2")]);
+        assert_eq!(map.get("a"), Some("1"));
+        assert_eq!(map.get_joined("a"), Some(b"1,2".to_vec()));
+        assert_eq!(map.get_all("a").len(), 2);
+    }
+
+    #[test]
+    fn local_reply_headers_follow_envoy() {
+        let reply = LocalReply {
+            status: 429,
+            headers: HeaderMap::from_pairs([("retry-after", "1")]),
+            body: b"slow down".to_vec(),
+            details: String::new(),
+            grpc_status: None,
+        };
+        let h = reply.response_headers();
+        assert_eq!(
+            h.to_string_pairs(),
+            vec![
+                (":status".to_owned(), "429".to_owned()),
+                ("content-length".to_owned(), "9".to_owned()),
+                ("content-type".to_owned(), "text/plain".to_owned()),
+                ("retry-after".to_owned(), "1".to_owned()),
+            ]
+        );
+        assert_eq!(LocalReply::wasm_fail_stream().response_headers().len(), 1);
+    }
+
+    #[test]
+    fn property_values_use_envoy_encodings() {
+        assert_eq!(PropValue::Int(200).encode(), 200i64.to_le_bytes().to_vec());
+        assert_eq!(PropValue::Bool(true).encode(), vec![1]);
+        assert_eq!(PropValue::String("a".to_owned()).encode(), b"a".to_vec());
+    }
+}

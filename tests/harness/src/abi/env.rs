@@ -132,24 +132,24 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     const E: &str = "env";
 
     // --- logging, time, timers -------------------------------------------------------------
-    linker.func_wrap(E, "proxy_log", |mut c: Cx<'_>, level: i32, ptr: i32, len: i32| {
+    linker.func_wrap(E, "proxy_log", |mut c: Cx<'_>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_log", true, true)?;
         let Some(level) = LogLevel::from_abi(level) else { return Ok(BAD_ARGUMENT) };
         let Some(msg) = read(&mut c, ptr, len) else { return Ok(INVALID_MEMORY_ACCESS) };
         c.data_mut().log(level, string(&msg));
         Ok(OK)
     })?;
-    linker.func_wrap(E, "proxy_get_log_level", |mut c: Cx<'_>, ret: i32| {
+    linker.func_wrap(E, "proxy_get_log_level", |mut c: Cx<'_>, ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_log_level", false, false)?;
         let level = c.data().plugin.log_level.as_abi() as u32;
         Ok(if write_u32(&mut c, ret, level) { OK } else { INVALID_MEMORY_ACCESS })
     })?;
-    linker.func_wrap(E, "proxy_get_current_time_nanoseconds", |mut c: Cx<'_>, ret: i32| {
+    linker.func_wrap(E, "proxy_get_current_time_nanoseconds", |mut c: Cx<'_>, ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_current_time_nanoseconds", false, false)?;
         let now = c.data().shared.clock().wall_ns();
         Ok(if write_u64(&mut c, ret, now) { OK } else { INVALID_MEMORY_ACCESS })
     })?;
-    linker.func_wrap(E, "proxy_set_tick_period_milliseconds", |mut c: Cx<'_>, period: i32| {
+    linker.func_wrap(E, "proxy_set_tick_period_milliseconds", |mut c: Cx<'_>, period: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_set_tick_period_milliseconds", false, false)?;
         c.data_mut().tick_period_ms = Some(period as u32);
         Ok(OK)
@@ -159,7 +159,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_get_buffer_bytes",
-        |mut c: Cx<'_>, buffer_type: i32, start: i32, max: i32, ret_ptr: i32, ret_len: i32| {
+        |mut c: Cx<'_>, buffer_type: i32, start: i32, max: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_get_buffer_bytes", false, false)?;
             let bytes = match buffer_bytes(c.data(), buffer_type) {
                 Ok(b) => b,
@@ -178,7 +178,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_set_buffer_bytes",
-        |mut c: Cx<'_>, buffer_type: i32, start: i32, size: i32, ptr: i32, len: i32| {
+        |mut c: Cx<'_>, buffer_type: i32, start: i32, size: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_set_buffer_bytes", false, false)?;
             let Some(data) = read(&mut c, ptr, len) else { return Ok(INVALID_MEMORY_ACCESS) };
             match buffer_type {
@@ -206,7 +206,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    linker.func_wrap(E, "proxy_get_buffer_status", |mut c: Cx<'_>, buffer_type: i32, ret_len: i32, ret_flags: i32| {
+    linker.func_wrap(E, "proxy_get_buffer_status", |mut c: Cx<'_>, buffer_type: i32, ret_len: i32, ret_flags: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_buffer_status", false, false)?;
         let bytes = match buffer_bytes(c.data(), buffer_type) {
             Ok(b) => b,
@@ -217,7 +217,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     })?;
 
     // --- header maps -----------------------------------------------------------------------
-    linker.func_wrap(E, "proxy_get_header_map_pairs", |mut c: Cx<'_>, map_type: i32, ret_ptr: i32, ret_len: i32| {
+    linker.func_wrap(E, "proxy_get_header_map_pairs", |mut c: Cx<'_>, map_type: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_header_map_pairs", false, false)?;
         let Some(r) = map_ref(map_type) else { return Ok(BAD_ARGUMENT) };
         let bytes = match readable_map(c.data(), &r) {
@@ -226,7 +226,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         };
         return_bytes(&mut c, &bytes, ret_ptr, ret_len)
     })?;
-    linker.func_wrap(E, "proxy_set_header_map_pairs", |mut c: Cx<'_>, map_type: i32, ptr: i32, len: i32| {
+    linker.func_wrap(E, "proxy_set_header_map_pairs", |mut c: Cx<'_>, map_type: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_set_header_map_pairs", false, false)?;
         let Some(bytes) = read(&mut c, ptr, len) else { return Ok(INVALID_MEMORY_ACCESS) };
         let new_map = decode_headers(&bytes);
@@ -235,7 +235,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_get_header_map_value",
-        |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32, ret_ptr: i32, ret_len: i32| {
+        |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_get_header_map_value", false, false)?;
             let Some(key) = read(&mut c, kptr, klen) else { return Ok(INVALID_MEMORY_ACCESS) };
             let Some(r) = map_ref(map_type) else { return Ok(BAD_ARGUMENT) };
@@ -255,7 +255,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_add_header_map_value",
-        |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| {
+        |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_add_header_map_value", false, false)?;
             let (Some(key), Some(value)) = (read(&mut c, kptr, klen), read(&mut c, vptr, vlen)) else {
                 return Ok(INVALID_MEMORY_ACCESS);
@@ -266,7 +266,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_replace_header_map_value",
-        |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| {
+        |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_replace_header_map_value", false, false)?;
             let (Some(key), Some(value)) = (read(&mut c, kptr, klen), read(&mut c, vptr, vlen)) else {
                 return Ok(INVALID_MEMORY_ACCESS);
@@ -274,14 +274,14 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(with_writable_map(&mut c, map_type, |map| map.insert(&string(&key), value)))
         },
     )?;
-    linker.func_wrap(E, "proxy_remove_header_map_value", |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32| {
+    linker.func_wrap(E, "proxy_remove_header_map_value", |mut c: Cx<'_>, map_type: i32, kptr: i32, klen: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_remove_header_map_value", false, false)?;
         let Some(key) = read(&mut c, kptr, klen) else { return Ok(INVALID_MEMORY_ACCESS) };
         Ok(with_writable_map(&mut c, map_type, |map| {
             map.remove(&string(&key));
         }))
     })?;
-    linker.func_wrap(E, "proxy_get_header_map_size", |mut c: Cx<'_>, map_type: i32, ret: i32| {
+    linker.func_wrap(E, "proxy_get_header_map_size", |mut c: Cx<'_>, map_type: i32, ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_header_map_size", false, false)?;
         let Some(r) = map_ref(map_type) else { return Ok(BAD_ARGUMENT) };
         let Some(map) = readable_map(c.data(), &r) else { return Ok(BAD_ARGUMENT) };
@@ -289,7 +289,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     })?;
 
     // --- properties ------------------------------------------------------------------------
-    linker.func_wrap(E, "proxy_get_property", |mut c: Cx<'_>, ptr: i32, len: i32, ret_ptr: i32, ret_len: i32| {
+    linker.func_wrap(E, "proxy_get_property", |mut c: Cx<'_>, ptr: i32, len: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_property", false, false)?;
         let Some(path) = read(&mut c, ptr, len) else { return Ok(INVALID_MEMORY_ACCESS) };
         match properties::get(c.data(), &wire::decode_path(&path)) {
@@ -297,7 +297,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Err(status) => Ok(status),
         }
     })?;
-    linker.func_wrap(E, "proxy_set_property", |mut c: Cx<'_>, ptr: i32, len: i32, vptr: i32, vlen: i32| {
+    linker.func_wrap(E, "proxy_set_property", |mut c: Cx<'_>, ptr: i32, len: i32, vptr: i32, vlen: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_set_property", false, false)?;
         let (Some(path), Some(value)) = (read(&mut c, ptr, len), read(&mut c, vptr, vlen)) else {
             return Ok(INVALID_MEMORY_ACCESS);
@@ -311,7 +311,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_get_shared_data",
-        |mut c: Cx<'_>, kptr: i32, klen: i32, ret_ptr: i32, ret_len: i32, ret_cas: i32| {
+        |mut c: Cx<'_>, kptr: i32, klen: i32, ret_ptr: i32, ret_len: i32, ret_cas: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_get_shared_data", false, false)?;
             let Some(key) = read(&mut c, kptr, klen) else { return Ok(INVALID_MEMORY_ACCESS) };
             let vm_id = c.data().plugin.vm_id.clone();
@@ -326,7 +326,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_set_shared_data",
-        |mut c: Cx<'_>, kptr: i32, klen: i32, vptr: i32, vlen: i32, cas: i32| {
+        |mut c: Cx<'_>, kptr: i32, klen: i32, vptr: i32, vlen: i32, cas: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_set_shared_data", false, false)?;
             let (Some(key), Some(value)) = (read(&mut c, kptr, klen), read(&mut c, vptr, vlen)) else {
                 return Ok(INVALID_MEMORY_ACCESS);
@@ -349,7 +349,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
 
     // --- shared queues ---------------------------------------------------------------------
-    linker.func_wrap(E, "proxy_register_shared_queue", |mut c: Cx<'_>, nptr: i32, nlen: i32, ret: i32| {
+    linker.func_wrap(E, "proxy_register_shared_queue", |mut c: Cx<'_>, nptr: i32, nlen: i32, ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_register_shared_queue", false, false)?;
         let Some(name) = read(&mut c, nptr, nlen) else { return Ok(INVALID_MEMORY_ACCESS) };
         let name = string(&name);
@@ -380,7 +380,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_resolve_shared_queue",
-        |mut c: Cx<'_>, vptr: i32, vlen: i32, nptr: i32, nlen: i32, ret: i32| {
+        |mut c: Cx<'_>, vptr: i32, vlen: i32, nptr: i32, nlen: i32, ret: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_resolve_shared_queue", false, false)?;
             let (Some(vm_id), Some(name)) = (read(&mut c, vptr, vlen), read(&mut c, nptr, nlen)) else {
                 return Ok(INVALID_MEMORY_ACCESS);
@@ -395,7 +395,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(E, "proxy_enqueue_shared_queue", |mut c: Cx<'_>, token: i32, vptr: i32, vlen: i32| {
+    linker.func_wrap(E, "proxy_enqueue_shared_queue", |mut c: Cx<'_>, token: i32, vptr: i32, vlen: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_enqueue_shared_queue", false, false)?;
         let Some(value) = read(&mut c, vptr, vlen) else { return Ok(INVALID_MEMORY_ACCESS) };
         let mut t = c.data().shared.tables();
@@ -406,7 +406,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         }
         Ok(OK)
     })?;
-    linker.func_wrap(E, "proxy_dequeue_shared_queue", |mut c: Cx<'_>, token: i32, ret_ptr: i32, ret_len: i32| {
+    linker.func_wrap(E, "proxy_dequeue_shared_queue", |mut c: Cx<'_>, token: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_dequeue_shared_queue", false, false)?;
         let item = {
             let mut t = c.data().shared.tables();
@@ -420,7 +420,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     })?;
 
     // --- stream control --------------------------------------------------------------------
-    linker.func_wrap(E, "proxy_continue_stream", |mut c: Cx<'_>, stream_type: i32| {
+    linker.func_wrap(E, "proxy_continue_stream", |mut c: Cx<'_>, stream_type: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_continue_stream", false, false)?;
         match stream_type {
             0..=2 => {
@@ -432,7 +432,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             _ => Ok(BAD_ARGUMENT),
         }
     })?;
-    linker.func_wrap(E, "proxy_close_stream", |mut c: Cx<'_>, stream_type: i32| {
+    linker.func_wrap(E, "proxy_close_stream", |mut c: Cx<'_>, stream_type: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_close_stream", false, false)?;
         if !(0..=3).contains(&stream_type) {
             return Ok(BAD_ARGUMENT);
@@ -444,7 +444,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_send_local_response",
-        |mut c: Cx<'_>, code: i32, dptr: i32, dlen: i32, bptr: i32, blen: i32, hptr: i32, hlen: i32, grpc: i32| {
+        |mut c: Cx<'_>, code: i32, dptr: i32, dlen: i32, bptr: i32, blen: i32, hptr: i32, hlen: i32, grpc: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_send_local_response", false, false)?;
             let (Some(details), Some(body), Some(headers)) =
                 (read(&mut c, dptr, dlen), read(&mut c, bptr, blen), read(&mut c, hptr, hlen))
@@ -479,7 +479,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          tptr: i32,
          tlen: i32,
          timeout: i32,
-         ret: i32| {
+         ret: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_http_call", false, false)?;
             let (Some(cluster), Some(headers), Some(body), Some(trailers)) =
                 (read(&mut c, uptr, ulen), read(&mut c, hptr, hlen), read(&mut c, bptr, blen), read(&mut c, tptr, tlen))
@@ -531,7 +531,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          _i: i32,
          _j: i32,
          _timeout: i32,
-         _ret: i32| {
+         _ret: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_grpc_call", false, false)?;
             c.data_mut().log(LogLevel::Warn, "meshward-host: gRPC callouts are not implemented".to_owned());
             Ok(INTERNAL_FAILURE)
@@ -540,25 +540,25 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_grpc_stream",
-        |mut c: Cx<'_>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _ret: i32| {
+        |mut c: Cx<'_>, _a: i32, _b: i32, _c: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _ret: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_grpc_stream", false, false)?;
             c.data_mut().log(LogLevel::Warn, "meshward-host: gRPC streams are not implemented".to_owned());
             Ok(INTERNAL_FAILURE)
         },
     )?;
-    linker.func_wrap(E, "proxy_grpc_send", |mut c: Cx<'_>, _t: i32, _p: i32, _l: i32, _e: i32| {
+    linker.func_wrap(E, "proxy_grpc_send", |mut c: Cx<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_grpc_send", false, false)?;
         Ok(NOT_FOUND)
     })?;
-    linker.func_wrap(E, "proxy_grpc_cancel", |mut c: Cx<'_>, _t: i32| {
+    linker.func_wrap(E, "proxy_grpc_cancel", |mut c: Cx<'_>, _t: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_grpc_cancel", false, false)?;
         Ok(NOT_FOUND)
     })?;
-    linker.func_wrap(E, "proxy_grpc_close", |mut c: Cx<'_>, _t: i32| {
+    linker.func_wrap(E, "proxy_grpc_close", |mut c: Cx<'_>, _t: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_grpc_close", false, false)?;
         Ok(NOT_FOUND)
     })?;
-    linker.func_wrap(E, "proxy_get_status", |mut c: Cx<'_>, ret_code: i32, ret_ptr: i32, ret_len: i32| {
+    linker.func_wrap(E, "proxy_get_status", |mut c: Cx<'_>, ret_code: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_status", false, false)?;
         let (code, message) = c.data().status.clone();
         if !write_u32(&mut c, ret_code, code) {
@@ -568,7 +568,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     })?;
 
     // --- contexts and misc -----------------------------------------------------------------
-    linker.func_wrap(E, "proxy_set_effective_context", |mut c: Cx<'_>, ctx: i32| {
+    linker.func_wrap(E, "proxy_set_effective_context", |mut c: Cx<'_>, ctx: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_set_effective_context", false, false)?;
         let ctx = ctx as u32;
         let state = c.data_mut();
@@ -579,7 +579,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok(BAD_ARGUMENT)
         }
     })?;
-    linker.func_wrap(E, "proxy_done", |mut c: Cx<'_>| {
+    linker.func_wrap(E, "proxy_done", |mut c: Cx<'_>| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_done", false, false)?;
         let state = c.data_mut();
         if state.root_done_pending {
@@ -592,7 +592,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_call_foreign_function",
-        |mut c: Cx<'_>, nptr: i32, nlen: i32, aptr: i32, alen: i32, ret_ptr: i32, ret_len: i32| {
+        |mut c: Cx<'_>, nptr: i32, nlen: i32, aptr: i32, alen: i32, ret_ptr: i32, ret_len: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_call_foreign_function", false, false)?;
             let (Some(name), Some(_args)) = (read(&mut c, nptr, nlen), read(&mut c, aptr, alen)) else {
                 return Ok(INVALID_MEMORY_ACCESS);
@@ -608,7 +608,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
 
     // --- metrics ---------------------------------------------------------------------------
-    linker.func_wrap(E, "proxy_define_metric", |mut c: Cx<'_>, metric_type: i32, nptr: i32, nlen: i32, ret: i32| {
+    linker.func_wrap(E, "proxy_define_metric", |mut c: Cx<'_>, metric_type: i32, nptr: i32, nlen: i32, ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_define_metric", false, false)?;
         let Some(kind) = MetricType::from_abi(metric_type) else { return Ok(BAD_ARGUMENT) };
         let Some(name) = read(&mut c, nptr, nlen) else { return Ok(INVALID_MEMORY_ACCESS) };
@@ -627,7 +627,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         state.metric_ids.insert(id, full);
         Ok(if write_u32(&mut c, ret, id) { OK } else { INVALID_MEMORY_ACCESS })
     })?;
-    linker.func_wrap(E, "proxy_increment_metric", |mut c: Cx<'_>, id: i32, delta: i64| {
+    linker.func_wrap(E, "proxy_increment_metric", |mut c: Cx<'_>, id: i32, delta: i64| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_increment_metric", false, false)?;
         let Some(name) = c.data().metric_ids.get(&(id as u32)).cloned() else { return Ok(NOT_FOUND) };
         let mut t = c.data().shared.tables();
@@ -639,7 +639,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         }
         Ok(OK)
     })?;
-    linker.func_wrap(E, "proxy_record_metric", |mut c: Cx<'_>, id: i32, value: i64| {
+    linker.func_wrap(E, "proxy_record_metric", |mut c: Cx<'_>, id: i32, value: i64| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_record_metric", false, false)?;
         let Some(name) = c.data().metric_ids.get(&(id as u32)).cloned() else { return Ok(NOT_FOUND) };
         let mut t = c.data().shared.tables();
@@ -653,7 +653,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         }
         Ok(OK)
     })?;
-    linker.func_wrap(E, "proxy_get_metric", |mut c: Cx<'_>, id: i32, ret: i32| {
+    linker.func_wrap(E, "proxy_get_metric", |mut c: Cx<'_>, id: i32, ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "proxy_get_metric", false, false)?;
         let Some(name) = c.data().metric_ids.get(&(id as u32)).cloned() else { return Ok(NOT_FOUND) };
         if MetricType::from_abi(id & 3) == Some(MetricType::Histogram) {

@@ -76,7 +76,7 @@ pub(crate) fn return_bytes(caller: &mut Cx<'_>, bytes: &[u8], ret_ptr: i32, ret_
         return Ok(if ok { status::OK } else { status::INVALID_MEMORY_ACCESS });
     }
     let Ok(len) = i32::try_from(bytes.len()) else { return Ok(status::INVALID_MEMORY_ACCESS) };
-    let Some(allocator) = caller.data().allocator else { return Ok(status::INVALID_MEMORY_ACCESS) };
+    let Some(allocator) = caller.data().allocator.clone() else { return Ok(status::INVALID_MEMORY_ACCESS) };
     let saved = caller.data().restriction;
     caller.data_mut().restriction = Restriction::Allocator;
     let result = allocator.call(&mut *caller, len);

@@ -44,7 +44,7 @@ fn env_entries(caller: &Cx<'_>) -> Vec<Vec<u8>> {
 }
 
 pub(super) fn define(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Result<()> {
-    linker.func_wrap(m, "fd_write", |mut c: Cx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| {
+    linker.func_wrap(m, "fd_write", |mut c: Cx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_write", true, true)?;
         let level = match fd {
             1 => LogLevel::Info,
@@ -68,21 +68,21 @@ pub(super) fn define(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Resul
         c.data_mut().log(level, String::from_utf8_lossy(&text).into_owned());
         Ok(if write_u32(&mut c, nwritten, total as u32) { SUCCESS } else { EFAULT })
     })?;
-    linker.func_wrap(m, "fd_read", |mut c: Cx<'_>, _fd: i32, _iovs: i32, _len: i32, _nread: i32| {
+    linker.func_wrap(m, "fd_read", |mut c: Cx<'_>, _fd: i32, _iovs: i32, _len: i32, _nread: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_read", false, false)?;
         Ok(ENOSYS)
     })?;
-    linker.func_wrap(m, "fd_seek", |mut c: Cx<'_>, _fd: i32, _offset: i64, _whence: i32, _ret: i32| {
+    linker.func_wrap(m, "fd_seek", |mut c: Cx<'_>, _fd: i32, _offset: i64, _whence: i32, _ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_seek", false, false)?;
         c.data_mut().log(LogLevel::Error, "wasi_snapshot_preview1.fd_seek not implemented".to_owned());
         Ok(SUCCESS)
     })?;
-    linker.func_wrap(m, "fd_close", |mut c: Cx<'_>, _fd: i32| {
+    linker.func_wrap(m, "fd_close", |mut c: Cx<'_>, _fd: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_close", false, false)?;
         c.data_mut().log(LogLevel::Error, "wasi_snapshot_preview1.fd_close not implemented".to_owned());
         Ok(SUCCESS)
     })?;
-    linker.func_wrap(m, "fd_fdstat_get", |mut c: Cx<'_>, fd: i32, buf: i32| {
+    linker.func_wrap(m, "fd_fdstat_get", |mut c: Cx<'_>, fd: i32, buf: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_fdstat_get", true, false)?;
         if fd != 1 && fd != 2 {
             return Ok(EBADF);
@@ -93,18 +93,18 @@ pub(super) fn define(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Resul
         }
         Ok(if write(&mut c, buf, &stat) { SUCCESS } else { EFAULT })
     })?;
-    linker.func_wrap(m, "fd_fdstat_set_flags", |mut c: Cx<'_>, _fd: i32, _flags: i32| {
+    linker.func_wrap(m, "fd_fdstat_set_flags", |mut c: Cx<'_>, _fd: i32, _flags: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_fdstat_set_flags", true, false)?;
         Ok(ENOSYS)
     })?;
-    linker.func_wrap(m, "environ_sizes_get", |mut c: Cx<'_>, count_ptr: i32, size_ptr: i32| {
+    linker.func_wrap(m, "environ_sizes_get", |mut c: Cx<'_>, count_ptr: i32, size_ptr: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "environ_sizes_get", true, false)?;
         let entries = env_entries(&c);
         let size: usize = entries.iter().map(Vec::len).sum();
         let ok = write_u32(&mut c, count_ptr, entries.len() as u32) && write_u32(&mut c, size_ptr, size as u32);
         Ok(if ok { SUCCESS } else { EFAULT })
     })?;
-    linker.func_wrap(m, "environ_get", |mut c: Cx<'_>, array: i32, buf: i32| {
+    linker.func_wrap(m, "environ_get", |mut c: Cx<'_>, array: i32, buf: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "environ_get", true, false)?;
         let entries = env_entries(&c);
         let mut offset = buf as u32;
@@ -117,15 +117,15 @@ pub(super) fn define(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Resul
         }
         Ok(SUCCESS)
     })?;
-    linker.func_wrap(m, "args_sizes_get", |mut c: Cx<'_>, argc: i32, size: i32| {
+    linker.func_wrap(m, "args_sizes_get", |mut c: Cx<'_>, argc: i32, size: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "args_sizes_get", true, false)?;
         Ok(if write_u32(&mut c, argc, 0) && write_u32(&mut c, size, 0) { SUCCESS } else { EFAULT })
     })?;
-    linker.func_wrap(m, "args_get", |mut c: Cx<'_>, _argv: i32, _buf: i32| {
+    linker.func_wrap(m, "args_get", |mut c: Cx<'_>, _argv: i32, _buf: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "args_get", true, false)?;
         Ok(SUCCESS)
     })?;
-    linker.func_wrap(m, "clock_time_get", |mut c: Cx<'_>, id: i32, _precision: i64, ret: i32| {
+    linker.func_wrap(m, "clock_time_get", |mut c: Cx<'_>, id: i32, _precision: i64, ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "clock_time_get", true, true)?;
         let clock = c.data().shared.clock();
         let now = match id {
@@ -135,7 +135,7 @@ pub(super) fn define(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Resul
         };
         Ok(if write_u64(&mut c, ret, now) { SUCCESS } else { EFAULT })
     })?;
-    linker.func_wrap(m, "random_get", |mut c: Cx<'_>, buf: i32, len: i32| {
+    linker.func_wrap(m, "random_get", |mut c: Cx<'_>, buf: i32, len: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "random_get", true, false)?;
         if !(0..=MAX_RANDOM_BYTES).contains(&len) {
             return Ok(EINVAL);
@@ -152,24 +152,24 @@ pub(super) fn define(linker: &mut Linker<HostState>, m: &str) -> wasmtime::Resul
     linker.func_wrap(
         m,
         "path_open",
-        |mut c: Cx<'_>, _fd: i32, _df: i32, _p: i32, _pl: i32, _of: i32, _rb: i64, _ri: i64, _ff: i32, _ret: i32| {
+        |mut c: Cx<'_>, _fd: i32, _df: i32, _p: i32, _pl: i32, _of: i32, _rb: i64, _ri: i64, _ff: i32, _ret: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "path_open", false, false)?;
             Ok(ENOENT)
         },
     )?;
-    linker.func_wrap(m, "fd_prestat_get", |mut c: Cx<'_>, _fd: i32, _buf: i32| {
+    linker.func_wrap(m, "fd_prestat_get", |mut c: Cx<'_>, _fd: i32, _buf: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_prestat_get", true, false)?;
         Ok(EBADF)
     })?;
-    linker.func_wrap(m, "fd_prestat_dir_name", |mut c: Cx<'_>, _fd: i32, _p: i32, _l: i32| {
+    linker.func_wrap(m, "fd_prestat_dir_name", |mut c: Cx<'_>, _fd: i32, _p: i32, _l: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "fd_prestat_dir_name", true, false)?;
         Ok(ENOSYS)
     })?;
-    linker.func_wrap(m, "sched_yield", |mut c: Cx<'_>| {
+    linker.func_wrap(m, "sched_yield", |mut c: Cx<'_>| -> wasmtime::Result<i32> {
         enter(&mut c, "sched_yield", false, false)?;
         Ok(SUCCESS)
     })?;
-    linker.func_wrap(m, "poll_oneoff", |mut c: Cx<'_>, _in: i32, _out: i32, _n: i32, _ret: i32| {
+    linker.func_wrap(m, "poll_oneoff", |mut c: Cx<'_>, _in: i32, _out: i32, _n: i32, _ret: i32| -> wasmtime::Result<i32> {
         enter(&mut c, "poll_oneoff", false, false)?;
         Ok(ENOSYS)
     })?;
