@@ -1,0 +1,185 @@
+//! `make run`: the demo upstreams (one echo per `echo-*` cluster, the JWKS file server for `jwks`)
+//! and the proxy in one process, then ready-to-paste `curl` examples for what the config holds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::envoy_config::{HeaderMatchKind, PathMatch, ProxyConfig, RouteActionConfig};
+use crate::http;
+use crate::upstreams;
+
+/// Starts an echo upstream named `name` on `listen`; returns the bound address.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn start_echo(listen: &str, name: &str, shutdown: &watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding echo {name} on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let name = name.to_owned();
+    tokio::spawn(http::serve(listener, shutdown.clone(), move |request| {
+        let answer = upstreams::echo(&name, &request);
+        async move { answer }
+    }));
+    Ok(addr)
+}
+
+/// Starts a server answering every GET with the JSON file at `file`; returns the bound address.
+///
+/// # Errors
+/// The file cannot be read or is not JSON; the address cannot be bound.
+pub async fn start_json_file(listen: &str, file: &Path, shutdown: &watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let document = Bytes::from(text);
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding the JWKS server on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(http::serve(listener, shutdown.clone(), move |request| {
+        let answer = upstreams::static_json(&document, &request);
+        async move { answer }
+    }));
+    Ok(addr)
+}
+
+/// The demo upstream behind each cluster: `echo-<name>` → echo named `<name>`, `jwks` → the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemoUpstream {
+    Echo(String),
+    JwksFile,
+}
+
+/// Which demo upstream serves each cluster (clusters without one are reported by the caller).
+pub fn demo_upstreams(config: &ProxyConfig) -> BTreeMap<String, Option<DemoUpstream>> {
+    config
+        .clusters
+        .keys()
+        .map(|name| {
+            let upstream = if let Some(variant) = name.strip_prefix("echo-") {
+                Some(DemoUpstream::Echo(variant.to_owned()))
+            } else if name == "jwks" {
+                Some(DemoUpstream::JwksFile)
+            } else {
+                None
+            };
+            (name.clone(), upstream)
+        })
+        .collect()
+}
+
+/// Ready-to-paste `curl` examples for the filters and routes in `config`.
+pub fn curl_examples(config: &ProxyConfig, listener: SocketAddr, admin: Option<SocketAddr>) -> String {
+    let base = format!("http://{listener}");
+    let mut out = String::new();
+    let mut number = 0;
+    let mut example = |out: &mut String, what: &str, command: String| {
+        number += 1;
+        let _ = writeln!(out, "  # {number}. {what}\n  {command}\n");
+    };
+
+    let modules: Vec<String> = config
+        .wasm_filters
+        .iter()
+        .filter_map(|f| f.module_path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    if modules.iter().any(|m| m == "trace-id") {
+        example(
+            &mut out,
+            "trace-id: the upstream (echo JSON) receives an x-request-id and a traceparent; the response carries x-request-id and traceresponse",
+            format!("curl -si {base}/anything"),
+        );
+        example(
+            &mut out,
+            "trace-id: an invalid traceparent is not propagated: the echo shows a fresh trace instead",
+            format!("curl -s -H 'traceparent: 00-ABC-not-valid-01' {base}/anything"),
+        );
+    }
+
+    for route in config.virtual_hosts.iter().flat_map(|vh| vh.routes.iter()) {
+        let path = match &route.path_match {
+            PathMatch::Prefix(prefix) => format!("{prefix}demo"),
+            PathMatch::Exact(exact) => exact.clone(),
+            PathMatch::Regex(_) => continue,
+        };
+        let header_flags: Vec<String> = route
+            .headers
+            .iter()
+            .filter(|h| !h.invert)
+            .filter_map(|h| match &h.kind {
+                HeaderMatchKind::Exact { value, .. } => Some(format!("-H '{}: {value}' ", h.name)),
+                HeaderMatchKind::Present(true) => Some(format!("-H '{}: 1' ", h.name)),
+                _ => None,
+            })
+            .collect();
+        let headers = header_flags.concat();
+        match &route.action {
+            RouteActionConfig::Direct { status, .. } => example(
+                &mut out,
+                &format!("route `{}`: answered by the route table itself (direct_response {status})", route.name),
+                format!("curl -si {base}{path}"),
+            ),
+            RouteActionConfig::Cluster { name, .. } if !headers.is_empty() => example(
+                &mut out,
+                &format!("route `{}`: chosen by a header match, served by {name} (see \"upstream\")", route.name),
+                format!("curl -s {headers}{base}{path}"),
+            ),
+            RouteActionConfig::Weighted { clusters, .. } => {
+                let split: Vec<String> = clusters.iter().map(|(n, w)| format!("{n} {w}")).collect();
+                example(
+                    &mut out,
+                    &format!("route `{}`: weighted clusters ({}), picked by request id", route.name, split.join(" / ")),
+                    format!(
+                        "for i in $(seq 10); do curl -s {headers}{base}{path} | grep -o '\"upstream\":\"[^\"]*\"'; done"
+                    ),
+                );
+            }
+            RouteActionConfig::Cluster { .. } => {}
+        }
+    }
+    if let Some(admin) = admin {
+        example(
+            &mut out,
+            "metrics: the filters' counters with their tags as labels",
+            format!("curl -s http://{admin}/stats/prometheus | grep meshward"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ProxyConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envoy-local/envoy.yaml");
+        crate::envoy_config::load(&path).unwrap()
+    }
+
+    #[test]
+    fn every_shipped_cluster_has_a_demo_upstream() {
+        let upstreams = demo_upstreams(&config());
+        assert_eq!(upstreams.get("echo-v1"), Some(&Some(DemoUpstream::Echo("v1".to_owned()))));
+        assert_eq!(upstreams.get("jwks"), Some(&Some(DemoUpstream::JwksFile)));
+        assert!(upstreams.values().all(Option::is_some), "{upstreams:?}");
+    }
+
+    #[test]
+    fn examples_cover_trace_id_routes_and_metrics() {
+        let text = curl_examples(&config(), "127.0.0.1:10000".parse().unwrap(), Some("127.0.0.1:9901".parse().unwrap()));
+        for expected in [
+            "curl -si http://127.0.0.1:10000/anything",
+            "traceparent: 00-ABC-not-valid-01",
+            "-H 'x-meshward-variant: b' http://127.0.0.1:10000/demo",
+            "curl -si http://127.0.0.1:10000/hello",
+            "/split/demo",
+            "http://127.0.0.1:9901/stats/prometheus",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Envoy's route selection over the validated route table: virtual host by `:authority`, then the
+//! first route whose path and header matchers all match.
+//!
+//! Weighted clusters: Envoy picks with a random per-stream value. The dev proxy picks
+//! deterministically instead, from the FNV-1a hash of the request's `x-request-id` when there is one
+//! (so a given id always lands on the same cluster) and from a per-process counter otherwise; over
+//! many ids the split follows the weights.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::envoy_config::{
+    HeaderMatchConfig, HeaderMatchKind, PathMatch, RouteActionConfig, VirtualHostConfig,
+};
+
+/// Header list as the filters see it: lower-case names, pseudo-headers included, duplicates kept.
+pub type HeaderList = [(String, String)];
+
+/// What the router does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteDecision {
+    Forward { route_name: String, cluster: String, timeout: Duration },
+    Direct { route_name: String, status: u16, body: String },
+    /// No virtual host or no route matched: Envoy answers 404 (response flag NR).
+    NotFound,
+}
+
+/// The route table compiled once at start.
+#[derive(Debug)]
+pub struct RouteTable {
+    virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug)]
+struct VirtualHost {
+    domains: Vec<String>,
+    routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+struct Route {
+    name: String,
+    path: CompiledPath,
+    case_sensitive: bool,
+    headers: Vec<HeaderMatchConfig>,
+    action: RouteActionConfig,
+}
+
+#[derive(Debug)]
+enum CompiledPath {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+}
+
+impl RouteTable {
+    /// Compiles the table; regexes were already checked by the config validation.
+    pub fn compile(virtual_hosts: &[VirtualHostConfig]) -> Result<Self, regex::Error> {
+        let mut compiled = Vec::new();
+        for vh in virtual_hosts {
+            let mut routes = Vec::new();
+            for route in &vh.routes {
+                let path = match &route.path_match {
+                    PathMatch::Prefix(prefix) => CompiledPath::Prefix(prefix.clone()),
+                    PathMatch::Exact(exact) => CompiledPath::Exact(exact.clone()),
+                    PathMatch::Regex(re) => CompiledPath::Regex(Regex::new(&format!("^(?:{re})$"))?),
+                };
+                routes.push(Route {
+                    name: route.name.clone(),
+                    path,
+                    case_sensitive: route.case_sensitive,
+                    headers: route.headers.clone(),
+                    action: route.action.clone(),
+                });
+            }
+            compiled.push(VirtualHost {
+                domains: vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                routes,
+            });
+        }
+        Ok(Self { virtual_hosts: compiled })
+    }
+
+    /// Selects the route for `headers`. `weight_key` picks among weighted clusters.
+    pub fn select(&self, headers: &HeaderList, weight_key: u64) -> RouteDecision {
+        let authority = first_value(headers, ":authority").unwrap_or_default().to_ascii_lowercase();
+        let Some(vh) = self.virtual_host(&authority) else {
+            return RouteDecision::NotFound;
+        };
+        let path = first_value(headers, ":path").unwrap_or_default();
+        for route in &vh.routes {
+            if route.matches(path, headers) {
+                return route.decision(weight_key);
+            }
+        }
+        RouteDecision::NotFound
+    }
+
+    /// Envoy's domain search order: exact, then longest `*.suffix`, then longest `prefix.*`, then `*`.
+    fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let host_without_port = strip_port(authority);
+        let candidates = [authority, host_without_port];
+        for host in candidates {
+            if let Some(vh) = self.virtual_hosts.iter().find(|vh| vh.domains.iter().any(|d| d == host)) {
+                return Some(vh);
+            }
+        }
+        let mut best: Option<(usize, &VirtualHost)> = None;
+        for vh in &self.virtual_hosts {
+            for domain in &vh.domains {
+                if let Some(suffix) = domain.strip_prefix('*')
+                    && !suffix.is_empty()
+                    && candidates.iter().any(|h| h.ends_with(suffix) && h.len() > suffix.len())
+                    && best.is_none_or(|(len, _)| suffix.len() > len)
+                {
+                    best = Some((suffix.len(), vh));
+                }
+            }
+        }
+        if let Some((_, vh)) = best {
+            return Some(vh);
+        }
+        for vh in &self.virtual_hosts {
+            for domain in &vh.domains {
+                if let Some(prefix) = domain.strip_suffix('*')
+                    && !prefix.is_empty()
+                    && candidates.iter().any(|h| h.starts_with(prefix) && h.len() > prefix.len())
+                    && best.is_none_or(|(len, _)| prefix.len() > len)
+                {
+                    best = Some((prefix.len(), vh));
+                }
+            }
+        }
+        if let Some((_, vh)) = best {
+            return Some(vh);
+        }
+        self.virtual_hosts.iter().find(|vh| vh.domains.iter().any(|d| d == "*"))
+    }
+}
+
+impl Route {
+    fn matches(&self, path: &str, headers: &HeaderList) -> bool {
+        let path_matches = match &self.path {
+            CompiledPath::Prefix(prefix) => {
+                if self.case_sensitive {
+                    path.starts_with(prefix.as_str())
+                } else {
+                    path.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase())
+                }
+            }
+            CompiledPath::Exact(exact) => {
+                let without_query = path_without_query(path);
+                if self.case_sensitive {
+                    without_query == exact
+                } else {
+                    without_query.eq_ignore_ascii_case(exact)
+                }
+            }
+            CompiledPath::Regex(re) => re.is_match(path_without_query(path)),
+        };
+        path_matches && self.headers.iter().all(|matcher| header_matches(matcher, headers))
+    }
+
+    fn decision(&self, weight_key: u64) -> RouteDecision {
+        match &self.action {
+            RouteActionConfig::Cluster { name, timeout } => RouteDecision::Forward {
+                route_name: self.name.clone(),
+                cluster: name.clone(),
+                timeout: *timeout,
+            },
+            RouteActionConfig::Weighted { clusters, timeout } => RouteDecision::Forward {
+                route_name: self.name.clone(),
+                cluster: pick_weighted(clusters, weight_key),
+                timeout: *timeout,
+            },
+            RouteActionConfig::Direct { status, body } => RouteDecision::Direct {
+                route_name: self.name.clone(),
+                status: *status,
+                body: body.clone(),
+            },
+        }
+    }
+}
+
+/// Envoy's selection: `key % total`, then the first cluster whose cumulative weight exceeds it.
+fn pick_weighted(clusters: &[(String, u32)], key: u64) -> String {
+    let total: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return clusters.first().map(|(name, _)| name.clone()).unwrap_or_default();
+    }
+    let point = key % total;
+    let mut cumulative = 0_u64;
+    for (name, weight) in clusters {
+        cumulative += u64::from(*weight);
+        if point < cumulative {
+            return name.clone();
+        }
+    }
+    clusters.last().map(|(name, _)| name.clone()).unwrap_or_default()
+}
+
+/// Envoy matches a header against all its values joined with `,`.
+fn header_matches(matcher: &HeaderMatchConfig, headers: &HeaderList) -> bool {
+    let values: Vec<&str> = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(&matcher.name))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let result = if values.is_empty() {
+        matches!(matcher.kind, HeaderMatchKind::Present(false))
+    } else {
+        let joined = values.join(",");
+        match &matcher.kind {
+            HeaderMatchKind::Present(present) => *present,
+            HeaderMatchKind::Exact { value, ignore_case } => {
+                compare(&joined, value, *ignore_case, |h, v| h == v)
+            }
+            HeaderMatchKind::Prefix { value, ignore_case } => {
+                compare(&joined, value, *ignore_case, |h, v| h.starts_with(v))
+            }
+            HeaderMatchKind::Suffix { value, ignore_case } => {
+                compare(&joined, value, *ignore_case, |h, v| h.ends_with(v))
+            }
+            HeaderMatchKind::Contains { value, ignore_case } => {
+                compare(&joined, value, *ignore_case, |h, v| h.contains(v))
+            }
+        }
+    };
+    result != matcher.invert
+}
+
+fn compare(header: &str, value: &str, ignore_case: bool, test: fn(&str, &str) -> bool) -> bool {
+    if ignore_case {
+        test(&header.to_ascii_lowercase(), &value.to_ascii_lowercase())
+    } else {
+        test(header, value)
+    }
+}
+
+fn path_without_query(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path.get(..end).unwrap_or(path)
+}
+
+fn strip_port(authority: &str) -> &str {
+    // Keep IPv6 literals (`[::1]:80`) intact up to the bracket.
+    match authority.rfind(':') {
+        Some(index)
+            if !authority.ends_with(']')
+                && authority.get(index + 1..).is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            authority.get(..index).unwrap_or(authority)
+        }
+        _ => authority,
+    }
+}
+
+/// First value of a header (names compared case-insensitively).
+pub fn first_value<'a>(headers: &'a HeaderList, name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// FNV-1a, 64 bit: the weighted-cluster key from a request id.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envoy_config::parse;
+
+    fn table() -> RouteTable {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envoy-local/envoy.yaml");
+        let config = parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        RouteTable::compile(&config.virtual_hosts).unwrap()
+    }
+
+    fn request(path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut headers = vec![
+            (":method".to_owned(), "GET".to_owned()),
+            (":path".to_owned(), path.to_owned()),
+            (":authority".to_owned(), "localhost:10000".to_owned()),
+        ];
+        headers.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+        headers
+    }
+
+    fn target(decision: &RouteDecision) -> String {
+        match decision {
+            RouteDecision::Forward { cluster, .. } => cluster.clone(),
+            RouteDecision::Direct { status, .. } => format!("direct {status}"),
+            RouteDecision::NotFound => "404".to_owned(),
+        }
+    }
+
+    #[test]
+    fn shipped_routes_select_like_envoy() {
+        let table = table();
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
+            ("/hello", &[], "direct 200"),
+            ("/hello?x=1", &[], "direct 200"),
+            ("/hello/more", &[], "echo-v1"),
+            ("/anything", &[], "echo-v1"),
+            ("/anything", &[("x-meshward-variant", "b")], "echo-v2"),
+            ("/anything", &[("x-meshward-variant", "B")], "echo-v1"),
+            ("/anything", &[("x-meshward-variant", "a")], "echo-v1"),
+            // first match wins: /hello precedes the header route.
+            ("/hello", &[("x-meshward-variant", "b")], "direct 200"),
+            ("/v2/x", &[], "echo-v2"),
+            ("/V2/x", &[], "echo-v1"),
+        ];
+        for (path, extra, expected) in cases {
+            assert_eq!(target(&table.select(&request(path, extra), 0)), *expected, "{path} {extra:?}");
+        }
+    }
+
+    #[test]
+    fn weighted_split_follows_the_weights() {
+        let table = table();
+        let mut v2 = 0;
+        for key in 0..1000_u64 {
+            if target(&table.select(&request("/split/x", &[]), key)) == "echo-v2" {
+                v2 += 1;
+            }
+        }
+        assert_eq!(v2, 200);
+    }
+
+    #[test]
+    fn header_matchers() {
+        let matcher = |kind, invert| HeaderMatchConfig { name: "x-a".to_owned(), kind, invert };
+        let exact = |v: &str, ic| HeaderMatchKind::Exact { value: v.to_owned(), ignore_case: ic };
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+        };
+        type Case = (HeaderMatchConfig, Vec<(String, String)>, bool);
+        let cases: Vec<Case> = vec![
+            (matcher(exact("1", false), false), h(&[("x-a", "1")]), true),
+            (matcher(exact("1", false), true), h(&[("x-a", "1")]), false),
+            (matcher(exact("1", false), false), h(&[]), false),
+            (matcher(exact("1", false), true), h(&[]), true),
+            (matcher(exact("1,2", false), false), h(&[("x-a", "1"), ("x-a", "2")]), true),
+            (matcher(exact("abc", true), false), h(&[("X-A", "ABC")]), true),
+            (matcher(HeaderMatchKind::Present(true), false), h(&[("x-a", "")]), true),
+            (matcher(HeaderMatchKind::Present(true), false), h(&[]), false),
+            (matcher(HeaderMatchKind::Present(false), false), h(&[]), true),
+            (
+                matcher(HeaderMatchKind::Prefix { value: "ab".to_owned(), ignore_case: false }, false),
+                h(&[("x-a", "abc")]),
+                true,
+            ),
+            (
+                matcher(HeaderMatchKind::Suffix { value: "bc".to_owned(), ignore_case: false }, false),
+                h(&[("x-a", "abc")]),
+                true,
+            ),
+            (
+                matcher(HeaderMatchKind::Contains { value: "zz".to_owned(), ignore_case: false }, false),
+                h(&[("x-a", "abc")]),
+                false,
+            ),
+        ];
+        for (matcher, headers, expected) in cases {
+            assert_eq!(header_matches(&matcher, &headers), expected, "{matcher:?} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn ports_are_stripped_only_when_numeric() {
+        assert_eq!(strip_port("example.com:80"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    }
+}
