@@ -103,7 +103,9 @@ fn parse_trace_id(text: &[u8]) -> Result<[u8; 16], InvalidB3> {
 }
 
 fn parse_span_id(text: &[u8]) -> Result<[u8; 8], InvalidB3> {
-    decode_lower_hex::<8>(text).filter(|id| *id != [0; 8]).ok_or(InvalidB3::Malformed)
+    decode_lower_hex::<8>(text)
+        .filter(|id| *id != [0; 8])
+        .ok_or(InvalidB3::Malformed)
 }
 
 fn single_sampling(text: &[u8]) -> Result<Sampling, InvalidB3> {
@@ -130,10 +132,17 @@ fn parse_single(value: &[u8]) -> Result<B3, InvalidB3> {
     if parts.next().is_some() {
         return Err(InvalidB3::Malformed);
     }
-    Ok(B3::Context { trace_id, span_id, sampling })
+    Ok(B3::Context {
+        trace_id,
+        span_id,
+        sampling,
+    })
 }
 
-fn multi_sampling(sampled: Option<&[u8]>, flags: Option<&[u8]>) -> Result<Option<Sampling>, InvalidB3> {
+fn multi_sampling(
+    sampled: Option<&[u8]>,
+    flags: Option<&[u8]>,
+) -> Result<Option<Sampling>, InvalidB3> {
     if flags == Some(b"1") {
         return Ok(Some(Sampling::Debug));
     }
@@ -155,7 +164,11 @@ pub fn read(headers: &B3Headers<'_>) -> Result<Option<B3>, InvalidB3> {
     }
     let sampling = multi_sampling(one(headers.sampled)?, one(headers.flags)?)?;
     match (one(headers.trace_id)?, one(headers.span_id)?) {
-        (Some(trace), Some(span)) => Ok(Some(B3::Context { trace_id: parse_trace_id(trace)?, span_id: parse_span_id(span)?, sampling })),
+        (Some(trace), Some(span)) => Ok(Some(B3::Context {
+            trace_id: parse_trace_id(trace)?,
+            span_id: parse_span_id(span)?,
+            sampling,
+        })),
         (None, None) => Ok(sampling.map(B3::SamplingOnly)),
         _ => Err(InvalidB3::Malformed),
     }
@@ -172,7 +185,11 @@ pub fn format_single(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> S
 }
 
 /// The multi-header values for a context: `(x-b3-traceid, x-b3-spanid, x-b3-sampled)`.
-pub fn format_multi(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> (String, String, &'static str) {
+pub fn format_multi(
+    trace_id: &[u8; 16],
+    span_id: &[u8; 8],
+    sampled: bool,
+) -> (String, String, &'static str) {
     let mut trace = String::with_capacity(32);
     push_hex(&mut trace, trace_id);
     let mut span = String::with_capacity(16);
@@ -186,13 +203,24 @@ mod tests {
 
     fn single(value: &str) -> Result<Option<B3>, InvalidB3> {
         let values = [value.as_bytes()];
-        read(&B3Headers { single: &values, ..B3Headers::default() })
+        read(&B3Headers {
+            single: &values,
+            ..B3Headers::default()
+        })
     }
 
     #[test]
     fn reads_single_header_with_all_fields() {
-        let b3 = single("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90").unwrap();
-        let Some(B3::Context { trace_id, span_id, sampling }) = b3 else { panic!("{b3:?}") };
+        let b3 =
+            single("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90").unwrap();
+        let Some(B3::Context {
+            trace_id,
+            span_id,
+            sampling,
+        }) = b3
+        else {
+            panic!("{b3:?}")
+        };
         assert_eq!(trace_id[0], 0x80);
         assert_eq!(span_id[0], 0xe4);
         assert_eq!(sampling, Some(Sampling::Accept));
@@ -201,8 +229,18 @@ mod tests {
     #[test]
     fn pads_64_bit_trace_ids() {
         let b3 = single("a3ce929d0e0e4736-00f067aa0ba902b7").unwrap();
-        let Some(B3::Context { trace_id, sampling, .. }) = b3 else { panic!("{b3:?}") };
-        assert_eq!(trace_id, [0, 0, 0, 0, 0, 0, 0, 0, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
+        let Some(B3::Context {
+            trace_id, sampling, ..
+        }) = b3
+        else {
+            panic!("{b3:?}")
+        };
+        assert_eq!(
+            trace_id,
+            [
+                0, 0, 0, 0, 0, 0, 0, 0, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36
+            ]
+        );
         assert_eq!(sampling, None);
     }
 
@@ -214,10 +252,16 @@ mod tests {
 
     #[test]
     fn rejects_malformed_single_headers() {
-        for bad in ["", "2", "80f198ee56343ba864fe8b2a57d3eff7", "80F198EE56343BA864FE8B2A57D3EFF7-e457b5a2e4d86bd1",
-            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-x", "00000000000000000000000000000000-e457b5a2e4d86bd1",
-            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1", "80f198ee56343ba8-0000000000000000"]
-        {
+        for bad in [
+            "",
+            "2",
+            "80f198ee56343ba864fe8b2a57d3eff7",
+            "80F198EE56343BA864FE8B2A57D3EFF7-e457b5a2e4d86bd1",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-x",
+            "00000000000000000000000000000000-e457b5a2e4d86bd1",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1",
+            "80f198ee56343ba8-0000000000000000",
+        ] {
             assert_eq!(single(bad), Err(InvalidB3::Malformed), "{bad}");
         }
     }
@@ -227,7 +271,12 @@ mod tests {
         let single_value: [&[u8]; 1] = [b"0"];
         let trace: [&[u8]; 1] = [b"463ac35c9f6413ad48485a3953bb6124"];
         let span: [&[u8]; 1] = [b"a2fb4a1d1a96d312"];
-        let headers = B3Headers { single: &single_value, trace_id: &trace, span_id: &span, ..B3Headers::default() };
+        let headers = B3Headers {
+            single: &single_value,
+            trace_id: &trace,
+            span_id: &span,
+            ..B3Headers::default()
+        };
         assert_eq!(read(&headers), Ok(Some(B3::SamplingOnly(Sampling::Deny))));
     }
 
@@ -236,12 +285,37 @@ mod tests {
         let trace: [&[u8]; 1] = [b"463ac35c9f6413ad48485a3953bb6124"];
         let span: [&[u8]; 1] = [b"a2fb4a1d1a96d312"];
         let sampled: [&[u8]; 1] = [b"true"];
-        let headers = B3Headers { trace_id: &trace, span_id: &span, sampled: &sampled, ..B3Headers::default() };
-        assert!(matches!(read(&headers), Ok(Some(B3::Context { sampling: Some(Sampling::Accept), .. }))));
+        let headers = B3Headers {
+            trace_id: &trace,
+            span_id: &span,
+            sampled: &sampled,
+            ..B3Headers::default()
+        };
+        assert!(matches!(
+            read(&headers),
+            Ok(Some(B3::Context {
+                sampling: Some(Sampling::Accept),
+                ..
+            }))
+        ));
         let flags: [&[u8]; 1] = [b"1"];
-        let headers = B3Headers { trace_id: &trace, span_id: &span, flags: &flags, ..B3Headers::default() };
-        assert!(matches!(read(&headers), Ok(Some(B3::Context { sampling: Some(Sampling::Debug), .. }))));
-        let headers = B3Headers { trace_id: &trace, ..B3Headers::default() };
+        let headers = B3Headers {
+            trace_id: &trace,
+            span_id: &span,
+            flags: &flags,
+            ..B3Headers::default()
+        };
+        assert!(matches!(
+            read(&headers),
+            Ok(Some(B3::Context {
+                sampling: Some(Sampling::Debug),
+                ..
+            }))
+        ));
+        let headers = B3Headers {
+            trace_id: &trace,
+            ..B3Headers::default()
+        };
         assert_eq!(read(&headers), Err(InvalidB3::Malformed));
     }
 
@@ -249,8 +323,14 @@ mod tests {
     fn formats_single_and_multi() {
         let trace = [0xab; 16];
         let span = [0x01; 8];
-        assert_eq!(format_single(&trace, &span, true), format!("{}-{}-1", "ab".repeat(16), "01".repeat(8)));
+        assert_eq!(
+            format_single(&trace, &span, true),
+            format!("{}-{}-1", "ab".repeat(16), "01".repeat(8))
+        );
         let (t, s, sampled) = format_multi(&trace, &span, false);
-        assert_eq!((t.as_str(), s.as_str(), sampled), ("ab".repeat(16).as_str(), "01".repeat(8).as_str(), "0"));
+        assert_eq!(
+            (t.as_str(), s.as_str(), sampled),
+            ("ab".repeat(16).as_str(), "01".repeat(8).as_str(), "0")
+        );
     }
 }

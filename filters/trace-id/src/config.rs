@@ -274,17 +274,31 @@ impl Default for Config {
 }
 
 /// Headers this filter owns for the trace context; a request-id header may not reuse them.
-const RESERVED_HEADERS: [&str; 8] =
-    ["traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"];
+const RESERVED_HEADERS: [&str; 8] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
 
 fn header_name(path: &str, name: &str) -> Result<String, InvalidConfig> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
-        return Err(InvalidConfig::at(path, format!("{name:?} is not a valid http header name")));
+        return Err(InvalidConfig::at(
+            path,
+            format!("{name:?} is not a valid http header name"),
+        ));
     }
     let lower = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str()) {
-        return Err(InvalidConfig::at(path, format!("{name:?} is a trace context header")));
+        return Err(InvalidConfig::at(
+            path,
+            format!("{name:?} is a trace context header"),
+        ));
     }
     Ok(lower)
 }
@@ -294,13 +308,19 @@ impl TryFrom<RawConfig> for Config {
 
     fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
         let rid = raw.request_id;
-        let header = header_name("requestId.header", rid.header.as_deref().unwrap_or("x-request-id"))?;
+        let header = header_name(
+            "requestId.header",
+            rid.header.as_deref().unwrap_or("x-request-id"),
+        )?;
         let mut aliases: Vec<String> = Vec::with_capacity(rid.aliases.len());
         for (i, alias) in rid.aliases.iter().enumerate() {
             let path = format!("requestId.aliases[{i}]");
             let alias = header_name(&path, alias)?;
             if alias == header || aliases.contains(&alias) {
-                return Err(InvalidConfig::at(path, format!("{alias:?} is listed twice")));
+                return Err(InvalidConfig::at(
+                    path,
+                    format!("{alias:?} is listed twice"),
+                ));
             }
             aliases.push(alias);
         }
@@ -321,7 +341,11 @@ impl TryFrom<RawConfig> for Config {
             RawValidation::Token => Validation::Token,
             RawValidation::Uuid => Validation::Uuid,
         };
-        let min_len = if validation == Validation::Uuid { 36 } else { 1 };
+        let min_len = if validation == Validation::Uuid {
+            36
+        } else {
+            1
+        };
         let max_length = rid.max_length.unwrap_or(128);
         if !(min_len..=MAX_REQUEST_ID_LEN).contains(&max_length) {
             return Err(InvalidConfig::at(
@@ -331,34 +355,57 @@ impl TryFrom<RawConfig> for Config {
         }
         let mut trusted_cidrs = Vec::with_capacity(rid.trusted_cidrs.len());
         for (i, cidr) in rid.trusted_cidrs.iter().enumerate() {
-            let cidr = Cidr::try_new(cidr).map_err(|e| InvalidConfig::at(format!("requestId.trustedCidrs[{i}]"), e.to_string()))?;
+            let cidr = Cidr::try_new(cidr).map_err(|e| {
+                InvalidConfig::at(format!("requestId.trustedCidrs[{i}]"), e.to_string())
+            })?;
             trusted_cidrs.push(cidr);
         }
         match (rid.policy, trusted_cidrs.is_empty()) {
             (Policy::KeepIfTrusted, true) => {
-                return Err(InvalidConfig::at("requestId.trustedCidrs", "policy keepIfTrusted needs at least one cidr"));
+                return Err(InvalidConfig::at(
+                    "requestId.trustedCidrs",
+                    "policy keepIfTrusted needs at least one cidr",
+                ));
             }
             (Policy::KeepIfValid | Policy::AlwaysReplace, false) => {
-                return Err(InvalidConfig::at("requestId.trustedCidrs", "only used with policy keepIfTrusted"));
+                return Err(InvalidConfig::at(
+                    "requestId.trustedCidrs",
+                    "only used with policy keepIfTrusted",
+                ));
             }
             _ => {}
         }
 
-        let sampling = match raw.trace_context.sampling.unwrap_or(RawSampling::Fixed { sampled: false }) {
+        let sampling = match raw
+            .trace_context
+            .sampling
+            .unwrap_or(RawSampling::Fixed { sampled: false })
+        {
             RawSampling::Fixed { sampled } => Sampling::Fixed(sampled),
             RawSampling::Ratio { ratio } => {
                 if !(0.0..=1.0).contains(&ratio) {
-                    return Err(InvalidConfig::at("traceContext.sampling.ratio", "must be between 0 and 1"));
+                    return Err(InvalidConfig::at(
+                        "traceContext.sampling.ratio",
+                        "must be between 0 and 1",
+                    ));
                 }
-                Sampling::Ratio { threshold: ratio_threshold(ratio) }
+                Sampling::Ratio {
+                    threshold: ratio_threshold(ratio),
+                }
             }
             RawSampling::Inherit { fallback } => Sampling::Inherit { fallback },
         };
-        let tracestate_max_length = raw.trace_context.tracestate.max_length.unwrap_or(MIN_PROPAGATED_LEN);
+        let tracestate_max_length = raw
+            .trace_context
+            .tracestate
+            .max_length
+            .unwrap_or(MIN_PROPAGATED_LEN);
         if !(MIN_PROPAGATED_LEN..=MAX_TRACESTATE_LEN).contains(&tracestate_max_length) {
             return Err(InvalidConfig::at(
                 "traceContext.tracestate.maxLength",
-                format!("must be between {MIN_PROPAGATED_LEN} and {MAX_TRACESTATE_LEN}, got {tracestate_max_length}"),
+                format!(
+                    "must be between {MIN_PROPAGATED_LEN} and {MAX_TRACESTATE_LEN}, got {tracestate_max_length}"
+                ),
             ));
         }
         Ok(Self {
@@ -386,7 +433,12 @@ impl TryFrom<RawConfig> for Config {
 }
 
 /// Ratio → threshold over the 56 random low bits of a trace id.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "ratio is in [0, 1]; the float-to-int cast saturates")]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "ratio is in [0, 1]; the float-to-int cast saturates"
+)]
 fn ratio_threshold(ratio: f64) -> u64 {
     const SPACE: f64 = (1u64 << 56) as f64;
     (ratio * SPACE) as u64
@@ -453,21 +505,50 @@ mod tests {
             (r#"[]"#, ""),
             (r#"{"requestid": {}}"#, "requestid"),
             (r#"{"requestId": {"hedaer": "x"}}"#, "requestId.hedaer"),
-            (r#"{"requestId": {"header": "bad header"}}"#, "requestId.header"),
-            (r#"{"requestId": {"header": "traceparent"}}"#, "requestId.header"),
-            (r#"{"requestId": {"aliases": ["x-a", "X-A"]}}"#, "requestId.aliases[1]"),
+            (
+                r#"{"requestId": {"header": "bad header"}}"#,
+                "requestId.header",
+            ),
+            (
+                r#"{"requestId": {"header": "traceparent"}}"#,
+                "requestId.header",
+            ),
+            (
+                r#"{"requestId": {"aliases": ["x-a", "X-A"]}}"#,
+                "requestId.aliases[1]",
+            ),
             (r#"{"requestId": {"maxLength": 0}}"#, "requestId.maxLength"),
-            (r#"{"requestId": {"validation": "uuid", "maxLength": 20}}"#, "requestId.maxLength"),
-            (r#"{"requestId": {"policy": "keepIfTrusted"}}"#, "requestId.trustedCidrs"),
-            (r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/40"]}}"#, "requestId.trustedCidrs[0]"),
-            (r#"{"traceContext": {"sampling": {"type": "ratio", "ratio": 1.5}}}"#, "traceContext.sampling.ratio"),
-            (r#"{"traceContext": {"sampling": {"type": "fixed", "sampled": true, "x": 1}}}"#, "traceContext.sampling"),
-            (r#"{"traceContext": {"tracestate": {"maxLength": 100}}}"#, "traceContext.tracestate.maxLength"),
+            (
+                r#"{"requestId": {"validation": "uuid", "maxLength": 20}}"#,
+                "requestId.maxLength",
+            ),
+            (
+                r#"{"requestId": {"policy": "keepIfTrusted"}}"#,
+                "requestId.trustedCidrs",
+            ),
+            (
+                r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/40"]}}"#,
+                "requestId.trustedCidrs[0]",
+            ),
+            (
+                r#"{"traceContext": {"sampling": {"type": "ratio", "ratio": 1.5}}}"#,
+                "traceContext.sampling.ratio",
+            ),
+            (
+                r#"{"traceContext": {"sampling": {"type": "fixed", "sampled": true, "x": 1}}}"#,
+                "traceContext.sampling",
+            ),
+            (
+                r#"{"traceContext": {"tracestate": {"maxLength": 100}}}"#,
+                "traceContext.tracestate.maxLength",
+            ),
             (r#"{"b3": {"write": "both"}}"#, "b3.write"),
         ];
         let mut wrong = Vec::new();
         for (json, path) in cases {
-            let Err(err) = parse(json.as_bytes()) else { panic!("{json} was accepted") };
+            let Err(err) = parse(json.as_bytes()) else {
+                panic!("{json} was accepted")
+            };
             if err.path() != path {
                 wrong.push(format!("{json}: want {path}, got {err}"));
             }
@@ -476,12 +557,20 @@ mod tests {
     }
 
     fn fixtures(kind: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = format!("{}/../../tests/fixtures/trace-id/config/{kind}", env!("CARGO_MANIFEST_DIR"));
+        let dir = format!(
+            "{}/../../tests/fixtures/trace-id/config/{kind}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-            .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap()))
+            .map(|path| {
+                (
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&path).unwrap(),
+                )
+            })
             .collect();
         files.sort();
         assert!(!files.is_empty(), "no fixtures in {dir}");

@@ -7,8 +7,8 @@
 use proptest::prelude::*;
 
 use crate::config::Config;
-use crate::logic::tests::{apply, counter, decide, get, headers};
 use crate::logic::TraceAction;
+use crate::logic::tests::{apply, counter, decide, get, headers};
 use crate::traceparent;
 use crate::tracestate::TraceState;
 
@@ -53,13 +53,23 @@ fn valid() -> (&'static str, Vec<u8>) {
 }
 
 fn case<'a>(spec: &'a str, headers: Vec<(&'a str, Vec<u8>)>, trace: Trace) -> Case<'a> {
-    Case { spec, headers, trace, state: State::Absent }
+    Case {
+        spec,
+        headers,
+        trace,
+        state: State::Absent,
+    }
 }
 
 fn state_case<'a>(spec: &'a str, states: Vec<(&'a str, Vec<u8>)>, state: State<'a>) -> Case<'a> {
     let mut headers = vec![valid()];
     headers.extend(states);
-    Case { spec, headers, trace: Trace::Continued, state }
+    Case {
+        spec,
+        headers,
+        trace: Trace::Continued,
+        state,
+    }
 }
 
 #[allow(clippy::too_many_lines, reason = "one table")]
@@ -73,89 +83,399 @@ fn cases() -> Vec<Case<'static>> {
     let system_bad = format!("t@{}=1", "v".repeat(15));
     let value_ok = format!("foo={}", "v".repeat(256));
     let value_bad = format!("foo={}", "v".repeat(257));
-    let members = |n: usize| (1..=n).map(|i| format!("bar{i:02}={i:02}")).collect::<Vec<_>>().join(",");
-    let big = (1..=32).map(|i| format!("key{i:02}={}", "x".repeat(20))).collect::<Vec<_>>().join(",");
+    let members = |n: usize| {
+        (1..=n)
+            .map(|i| format!("bar{i:02}={i:02}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let big = (1..=32)
+        .map(|i| format!("key{i:02}={}", "x".repeat(20)))
+        .collect::<Vec<_>>()
+        .join(",");
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     vec![
         // --- traceparent (§3.2) ---
-        case("§3.2.2 valid traceparent is continued with a new parent-id", vec![valid()], Continued),
+        case(
+            "§3.2.2 valid traceparent is continued with a new parent-id",
+            vec![valid()],
+            Continued,
+        ),
         case("§3.2 missing traceparent starts a trace", vec![], New),
-        case("§3.2.1 wrong header name is not traceparent", vec![("trace-parent", valid().1)], New),
-        case("§3.2 duplicated traceparent restarts", vec![tp(&format!("00-{TRACE}-{PARENT}-01")), tp(&format!("00-{}-{PARENT}-01", "1".repeat(32)))], New),
-        case("§3.2 duplicated identical traceparent restarts", vec![valid(), valid()], New),
-        case("§3.2.4 version 00 with trailing dot restarts", vec![tp(&format!("00-{TRACE}-{PARENT}-01."))], New),
-        case("§3.2.4 version 00 with trailing fields restarts", vec![tp(&format!("00-{TRACE}-{PARENT}-01-what-the-future-will-be-like"))], New),
-        case("§3.2.4 future version of exactly 55 chars is parsed", vec![tp(&format!("cc-{TRACE}-{PARENT}-01"))], Continued),
-        case("§3.2.4 future version with extra fields is parsed", vec![tp(&format!("cc-{TRACE}-{PARENT}-01-what-the-future-will-be-like"))], Continued),
-        case("§3.2.4 future version without dash after flags restarts", vec![tp(&format!("cc-{TRACE}-{PARENT}-01.what-the-future-will-be-like"))], New),
-        case("§3.2.4 future version shorter than 55 restarts", vec![tp(&format!("cc-{TRACE}-{PARENT}-1"))], New),
-        case("§3.2.2.1 version ff is invalid", vec![tp(&format!("ff-{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2.1 illegal version char (first)", vec![tp(&format!(".0-{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2.1 illegal version char (second)", vec![tp(&format!("0.-{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2.1 upper-case version", vec![tp(&format!("0A-{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2.1 version too long (3)", vec![tp(&format!("000-{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2.1 version too long (4)", vec![tp(&format!("0000-{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2.1 version too short", vec![tp(&format!("0-{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2.3 all-zero trace-id is invalid", vec![tp(&format!("00-{}-{PARENT}-01", "0".repeat(32)))], New),
-        case("§3.2.2.3 illegal trace-id char (first)", vec![tp(&format!("00-.{}-{PARENT}-01", &TRACE[1..]))], New),
-        case("§3.2.2.3 illegal trace-id char (last)", vec![tp(&format!("00-{}.-{PARENT}-01", &TRACE[..31]))], New),
-        case("§3.2.2.3 upper-case trace-id", vec![tp(&format!("00-{}-{PARENT}-01", "ABCDEF".repeat(5) + "AB"))], New),
-        case("§3.2.2.3 trace-id too long", vec![tp(&format!("00-{TRACE}3-{PARENT}-01"))], New),
-        case("§3.2.2.3 trace-id too short", vec![tp(&format!("00-{}-{PARENT}-01", &TRACE[..31]))], New),
-        case("§3.2.2.4 all-zero parent-id is invalid", vec![tp(&format!("00-{TRACE}-{}-01", "0".repeat(16)))], New),
-        case("§3.2.2.4 illegal parent-id char (first)", vec![tp(&format!("00-{TRACE}-.{}-01", &PARENT[1..]))], New),
-        case("§3.2.2.4 illegal parent-id char (last)", vec![tp(&format!("00-{TRACE}-{}.-01", &PARENT[..15]))], New),
-        case("§3.2.2.4 upper-case parent-id", vec![tp(&format!("00-{TRACE}-ABCDEF0123456789-01"))], New),
-        case("§3.2.2.4 parent-id too long", vec![tp(&format!("00-{TRACE}-{PARENT}7-01"))], New),
-        case("§3.2.2.4 parent-id too short", vec![tp(&format!("00-{TRACE}-{}-01", &PARENT[..15]))], New),
-        case("§3.2.2.5 illegal flags char (first)", vec![tp(&format!("00-{TRACE}-{PARENT}-.0"))], New),
-        case("§3.2.2.5 illegal flags char (second)", vec![tp(&format!("00-{TRACE}-{PARENT}-0."))], New),
-        case("§3.2.2.5 upper-case flags", vec![tp(&format!("00-{TRACE}-{PARENT}-0A"))], New),
-        case("§3.2.2.5 flags too long", vec![tp(&format!("00-{TRACE}-{PARENT}-001"))], New),
-        case("§3.2.2.5 flags too short", vec![tp(&format!("00-{TRACE}-{PARENT}-1"))], New),
-        case("§3.2.2.5.3 unknown flag bits are accepted (and zeroed on output)", vec![tp(&format!("00-{TRACE}-{PARENT}-ff"))], Continued),
-        case("§3.2.2 wrong delimiter after version", vec![tp(&format!("00_{TRACE}-{PARENT}-01"))], New),
-        case("§3.2.2 wrong delimiter after trace-id", vec![tp(&format!("00-{TRACE}_{PARENT}-01"))], New),
-        case("§3.2.2 wrong delimiter after parent-id", vec![tp(&format!("00-{TRACE}-{PARENT}_01"))], New),
-        case("§3.2.2 missing delimiters", vec![tp(&format!("00{TRACE}{PARENT}01"))], New),
+        case(
+            "§3.2.1 wrong header name is not traceparent",
+            vec![("trace-parent", valid().1)],
+            New,
+        ),
+        case(
+            "§3.2 duplicated traceparent restarts",
+            vec![
+                tp(&format!("00-{TRACE}-{PARENT}-01")),
+                tp(&format!("00-{}-{PARENT}-01", "1".repeat(32))),
+            ],
+            New,
+        ),
+        case(
+            "§3.2 duplicated identical traceparent restarts",
+            vec![valid(), valid()],
+            New,
+        ),
+        case(
+            "§3.2.4 version 00 with trailing dot restarts",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-01."))],
+            New,
+        ),
+        case(
+            "§3.2.4 version 00 with trailing fields restarts",
+            vec![tp(&format!(
+                "00-{TRACE}-{PARENT}-01-what-the-future-will-be-like"
+            ))],
+            New,
+        ),
+        case(
+            "§3.2.4 future version of exactly 55 chars is parsed",
+            vec![tp(&format!("cc-{TRACE}-{PARENT}-01"))],
+            Continued,
+        ),
+        case(
+            "§3.2.4 future version with extra fields is parsed",
+            vec![tp(&format!(
+                "cc-{TRACE}-{PARENT}-01-what-the-future-will-be-like"
+            ))],
+            Continued,
+        ),
+        case(
+            "§3.2.4 future version without dash after flags restarts",
+            vec![tp(&format!(
+                "cc-{TRACE}-{PARENT}-01.what-the-future-will-be-like"
+            ))],
+            New,
+        ),
+        case(
+            "§3.2.4 future version shorter than 55 restarts",
+            vec![tp(&format!("cc-{TRACE}-{PARENT}-1"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version ff is invalid",
+            vec![tp(&format!("ff-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 illegal version char (first)",
+            vec![tp(&format!(".0-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 illegal version char (second)",
+            vec![tp(&format!("0.-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 upper-case version",
+            vec![tp(&format!("0A-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version too long (3)",
+            vec![tp(&format!("000-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version too long (4)",
+            vec![tp(&format!("0000-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version too short",
+            vec![tp(&format!("0-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 all-zero trace-id is invalid",
+            vec![tp(&format!("00-{}-{PARENT}-01", "0".repeat(32)))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 illegal trace-id char (first)",
+            vec![tp(&format!("00-.{}-{PARENT}-01", &TRACE[1..]))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 illegal trace-id char (last)",
+            vec![tp(&format!("00-{}.-{PARENT}-01", &TRACE[..31]))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 upper-case trace-id",
+            vec![tp(&format!("00-{}-{PARENT}-01", "ABCDEF".repeat(5) + "AB"))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 trace-id too long",
+            vec![tp(&format!("00-{TRACE}3-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 trace-id too short",
+            vec![tp(&format!("00-{}-{PARENT}-01", &TRACE[..31]))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 all-zero parent-id is invalid",
+            vec![tp(&format!("00-{TRACE}-{}-01", "0".repeat(16)))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 illegal parent-id char (first)",
+            vec![tp(&format!("00-{TRACE}-.{}-01", &PARENT[1..]))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 illegal parent-id char (last)",
+            vec![tp(&format!("00-{TRACE}-{}.-01", &PARENT[..15]))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 upper-case parent-id",
+            vec![tp(&format!("00-{TRACE}-ABCDEF0123456789-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 parent-id too long",
+            vec![tp(&format!("00-{TRACE}-{PARENT}7-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 parent-id too short",
+            vec![tp(&format!("00-{TRACE}-{}-01", &PARENT[..15]))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 illegal flags char (first)",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-.0"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 illegal flags char (second)",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-0."))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 upper-case flags",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-0A"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 flags too long",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-001"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 flags too short",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-1"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5.3 unknown flag bits are accepted (and zeroed on output)",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-ff"))],
+            Continued,
+        ),
+        case(
+            "§3.2.2 wrong delimiter after version",
+            vec![tp(&format!("00_{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2 wrong delimiter after trace-id",
+            vec![tp(&format!("00-{TRACE}_{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2 wrong delimiter after parent-id",
+            vec![tp(&format!("00-{TRACE}-{PARENT}_01"))],
+            New,
+        ),
+        case(
+            "§3.2.2 missing delimiters",
+            vec![tp(&format!("00{TRACE}{PARENT}01"))],
+            New,
+        ),
         case("§3.2.2 empty value", vec![tp("")], New),
-        case("§3.2.2 non-ASCII bytes", vec![("traceparent", [b"00-".as_slice(), "é".repeat(16).as_bytes(), b"-1234567890123456-01"].concat())], New),
-        case("§3.2.2 invalid UTF-8", vec![("traceparent", [format!("00-{TRACE}-{PARENT}-0").as_bytes(), &[0xff]].concat())], New),
-        case("§3.2 RFC 9110 OWS before and after are ignored", vec![tp(&format!(" \t00-{TRACE}-{PARENT}-01\t "))], Continued),
-        case("§3.2 OWS inside the value is invalid", vec![tp(&format!("00- {TRACE}-{PARENT}-01"))], New),
+        case(
+            "§3.2.2 non-ASCII bytes",
+            vec![(
+                "traceparent",
+                [
+                    b"00-".as_slice(),
+                    "é".repeat(16).as_bytes(),
+                    b"-1234567890123456-01",
+                ]
+                .concat(),
+            )],
+            New,
+        ),
+        case(
+            "§3.2.2 invalid UTF-8",
+            vec![(
+                "traceparent",
+                [format!("00-{TRACE}-{PARENT}-0").as_bytes(), &[0xff]].concat(),
+            )],
+            New,
+        ),
+        case(
+            "§3.2 RFC 9110 OWS before and after are ignored",
+            vec![tp(&format!(" \t00-{TRACE}-{PARENT}-01\t "))],
+            Continued,
+        ),
+        case(
+            "§3.2 OWS inside the value is invalid",
+            vec![tp(&format!("00- {TRACE}-{PARENT}-01"))],
+            New,
+        ),
         // --- tracestate (§3.3) ---
-        state_case("§3.3.1 single member is forwarded", vec![ts("foo=1")], Is("foo=1")),
-        state_case("§3.3.1.1 multiple headers are combined in order", vec![ts("foo=1"), ts("bar=2")], Is("foo=1,bar=2")),
-        state_case("§3.3.1.1 empty header with a member", vec![ts(""), ts("foo=1")], Is("foo=1")),
-        state_case("§3.3.1.1 member with an empty header", vec![ts("foo=1"), ts("")], Is("foo=1")),
-        state_case("§3.3.1.1 only empty headers are not sent on", vec![ts(""), ts("")], Absent),
-        state_case("§3.3.1.1 OWS around members is dropped", vec![ts("foo=1 \t , \t bar=2, \t baz=3")], Is("foo=1,bar=2,baz=3")),
-        state_case("§3.3.1.4 duplicated key discards the list", vec![ts("foo=1,foo=1")], Absent),
-        state_case("§3.3.1.4 duplicated key across headers", vec![ts("foo=1"), ts("foo=2")], Absent),
+        state_case(
+            "§3.3.1 single member is forwarded",
+            vec![ts("foo=1")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.3.1.1 multiple headers are combined in order",
+            vec![ts("foo=1"), ts("bar=2")],
+            Is("foo=1,bar=2"),
+        ),
+        state_case(
+            "§3.3.1.1 empty header with a member",
+            vec![ts(""), ts("foo=1")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.3.1.1 member with an empty header",
+            vec![ts("foo=1"), ts("")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.3.1.1 only empty headers are not sent on",
+            vec![ts(""), ts("")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.1 OWS around members is dropped",
+            vec![ts("foo=1 \t , \t bar=2, \t baz=3")],
+            Is("foo=1,bar=2,baz=3"),
+        ),
+        state_case(
+            "§3.3.1.4 duplicated key discards the list",
+            vec![ts("foo=1,foo=1")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.4 duplicated key across headers",
+            vec![ts("foo=1"), ts("foo=2")],
+            Absent,
+        ),
         state_case("§3.3.1.3.1 space in key", vec![ts("foo =1")], Absent),
         state_case("§3.3.1.3.1 upper-case key", vec![ts("FOO=1")], Absent),
-        state_case("§3.3.1.3.1 illegal char in key", vec![ts("foo.bar=1")], Absent),
-        state_case("§3.3.1.3.1 key starting with @", vec![ts("@foo=1,bar=2")], Absent),
-        state_case("§3.3.1.3.1 key ending with @", vec![ts("foo@=1,bar=2")], Absent),
-        state_case("§3.3.1.3.1 key with @@", vec![ts("foo@@bar=1,bar=2")], Absent),
-        state_case("§3.3.1.3.1 key with two @", vec![ts("foo@bar@baz=1,bar=2")], Absent),
-        state_case("§3.3.1.3.1 key of 256 chars", vec![ts("foo=1"), ts(&long_key_ok)], Is(leak(format!("foo=1,{long_key_ok}")))),
-        state_case("§3.3.1.3.1 key of 257 chars", vec![ts("foo=1"), ts(&long_key_bad)], Absent),
-        state_case("§3.3.1.3.1 multi-tenant key at its limits", vec![ts("foo=1"), ts(&tenant_ok)], Is(leak(format!("foo=1,{tenant_ok}")))),
-        state_case("§3.3.1.3.1 tenant id too long", vec![ts("foo=1"), ts(&tenant_bad)], Absent),
-        state_case("§3.3.1.3.1 system id too long", vec![ts("foo=1"), ts(&system_bad)], Absent),
+        state_case(
+            "§3.3.1.3.1 illegal char in key",
+            vec![ts("foo.bar=1")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key starting with @",
+            vec![ts("@foo=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key ending with @",
+            vec![ts("foo@=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key with @@",
+            vec![ts("foo@@bar=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key with two @",
+            vec![ts("foo@bar@baz=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key of 256 chars",
+            vec![ts("foo=1"), ts(&long_key_ok)],
+            Is(leak(format!("foo=1,{long_key_ok}"))),
+        ),
+        state_case(
+            "§3.3.1.3.1 key of 257 chars",
+            vec![ts("foo=1"), ts(&long_key_bad)],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 multi-tenant key at its limits",
+            vec![ts("foo=1"), ts(&tenant_ok)],
+            Is(leak(format!("foo=1,{tenant_ok}"))),
+        ),
+        state_case(
+            "§3.3.1.3.1 tenant id too long",
+            vec![ts("foo=1"), ts(&tenant_bad)],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 system id too long",
+            vec![ts("foo=1"), ts(&system_bad)],
+            Absent,
+        ),
         state_case("§3.3.1.3.2 value with =", vec![ts("foo=bar=baz")], Absent),
         state_case("§3.3.1.3.2 empty value", vec![ts("foo=,bar=3")], Absent),
         state_case("§3.3.1.3.2 member without =", vec![ts("foo")], Absent),
-        state_case("§3.3.1.3.2 non-ASCII value", vec![("tracestate", "foo=é".as_bytes().to_vec())], Absent),
-        state_case("§3.3.1.3.2 control char in value", vec![ts("foo=a\tb")], Absent),
-        state_case("§3.3.1.3.2 value of 256 chars", vec![ts(&value_ok)], Is(leak(value_ok.clone()))),
-        state_case("§3.3.1.3.2 value of 257 chars", vec![ts(&value_bad)], Absent),
-        state_case("§3.3.1.1 32 members are kept", vec![ts(&members(32))], Is(leak(members(32)))),
-        state_case("§3.3.1.1 33 members discard the list", vec![ts(&members(33))], Absent),
-        state_case("§3.3.1.5 oversized list is truncated to 512", vec![ts(&big)], AtMost(512)),
-        Case { spec: "§3.5 restart drops tracestate", headers: vec![tp("ff-x"), ts("foo=1")], trace: New, state: Absent },
-        Case { spec: "§3.3 tracestate without traceparent is not parsed", headers: vec![ts("foo=1")], trace: New, state: Absent },
+        state_case(
+            "§3.3.1.3.2 non-ASCII value",
+            vec![("tracestate", "foo=é".as_bytes().to_vec())],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.2 control char in value",
+            vec![ts("foo=a\tb")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.2 value of 256 chars",
+            vec![ts(&value_ok)],
+            Is(leak(value_ok.clone())),
+        ),
+        state_case(
+            "§3.3.1.3.2 value of 257 chars",
+            vec![ts(&value_bad)],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.1 32 members are kept",
+            vec![ts(&members(32))],
+            Is(leak(members(32))),
+        ),
+        state_case(
+            "§3.3.1.1 33 members discard the list",
+            vec![ts(&members(33))],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.5 oversized list is truncated to 512",
+            vec![ts(&big)],
+            AtMost(512),
+        ),
+        Case {
+            spec: "§3.5 restart drops tracestate",
+            headers: vec![tp("ff-x"), ts("foo=1")],
+            trace: New,
+            state: Absent,
+        },
+        Case {
+            spec: "§3.3 tracestate without traceparent is not parsed",
+            headers: vec![ts("foo=1")],
+            trace: New,
+            state: Absent,
+        },
     ]
 }
 
@@ -164,7 +484,11 @@ fn w3c_conformance_table() {
     let cfg = Config::default();
     let mut failures = Vec::new();
     for case in cases() {
-        let input: Vec<(String, Vec<u8>)> = case.headers.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
+        let input: Vec<(String, Vec<u8>)> = case
+            .headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .collect();
         let mut random = counter();
         let decision = decide(&cfg, &input, None, &mut random);
         let out = apply(input, &decision.header_ops);
@@ -175,10 +499,20 @@ fn w3c_conformance_table() {
                 let continued = one.get(3..35) == Some(TRACE) && one.get(36..52) != Some(PARENT);
                 match (parsed, case.trace) {
                     (Err(e), _) => Some(format!("forwarded invalid traceparent {one}: {e}")),
-                    (Ok(p), _) if p.needs_rewrite || !one.starts_with("00-") => Some(format!("not canonical v00: {one}")),
-                    (Ok(_), Trace::Continued) if !continued => Some(format!("expected continued trace, got {one}")),
-                    (Ok(_), Trace::New) if one.get(3..35) == Some(TRACE) || decision.trace_outcome.action == TraceAction::Kept => {
-                        Some(format!("expected a new trace, got {one} ({:?})", decision.trace_outcome))
+                    (Ok(p), _) if p.needs_rewrite || !one.starts_with("00-") => {
+                        Some(format!("not canonical v00: {one}"))
+                    }
+                    (Ok(_), Trace::Continued) if !continued => {
+                        Some(format!("expected continued trace, got {one}"))
+                    }
+                    (Ok(_), Trace::New)
+                        if one.get(3..35) == Some(TRACE)
+                            || decision.trace_outcome.action == TraceAction::Kept =>
+                    {
+                        Some(format!(
+                            "expected a new trace, got {one} ({:?})",
+                            decision.trace_outcome
+                        ))
                     }
                     _ => None,
                 }
@@ -189,26 +523,42 @@ fn w3c_conformance_table() {
         let state_problem = match (case.state, states.as_slice()) {
             (State::Absent, []) => None,
             (State::Is(want), [got]) if *got == want => None,
-            (State::AtMost(max), [got]) if got.len() <= max && TraceState::parse_headers(&[got.as_bytes()]).is_ok() => None,
+            (State::AtMost(max), [got])
+                if got.len() <= max && TraceState::parse_headers(&[got.as_bytes()]).is_ok() =>
+            {
+                None
+            }
             (want, got) => Some(format!("tracestate: expected {want:?}, got {got:?}")),
         };
         for p in [problem, state_problem].into_iter().flatten() {
             failures.push(format!("{}: {p}", case.spec));
         }
     }
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn random_flag_is_preserved_when_the_trace_id_is_kept() {
     // §3.2.2.5.2 (Level 2): the random-trace-id flag MUST be propagated unchanged with the trace id.
     for flags in ["02", "03"] {
-        let input = headers(&[("traceparent", format!("00-{TRACE}-{PARENT}-{flags}").as_bytes())]);
+        let input = headers(&[(
+            "traceparent",
+            format!("00-{TRACE}-{PARENT}-{flags}").as_bytes(),
+        )]);
         let decision = decide(&Config::default(), &input, None, &mut counter());
         assert!(decision.trace.random(), "{flags}");
     }
     let input = headers(&[("traceparent", format!("00-{TRACE}-{PARENT}-01").as_bytes())]);
-    assert!(!decide(&Config::default(), &input, None, &mut counter()).trace.random());
+    assert!(
+        !decide(&Config::default(), &input, None, &mut counter())
+            .trace
+            .random()
+    );
 }
 
 fn configs() -> Vec<Config> {
@@ -272,5 +622,8 @@ proptest! {
 }
 
 fn get_bytes<'a>(map: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
-    map.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect()
+    map.iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+        .collect()
 }

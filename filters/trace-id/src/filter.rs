@@ -24,7 +24,10 @@ pub fn configure(host: &dyn Host, bytes: &[u8]) -> Option<Config> {
     match config::parse(bytes) {
         Ok(cfg) => Some(cfg),
         Err(e) => {
-            host.log(LogLevel::Error, &format!("trace-id: invalid plugin config: {e}"));
+            host.log(
+                LogLevel::Error,
+                &format!("trace-id: invalid plugin config: {e}"),
+            );
             None
         }
     }
@@ -41,11 +44,18 @@ fn apply(host: &dyn Host, map: MapKind, ops: &[HeaderOp]) -> Result<(), HostErro
     Ok(())
 }
 
-fn decide_and_apply(cfg: &Config, metrics: &Metrics, host: &dyn Host) -> Result<ResponseMemo, HostError> {
+fn decide_and_apply(
+    cfg: &Config,
+    metrics: &Metrics,
+    host: &dyn Host,
+) -> Result<ResponseMemo, HostError> {
     let view = RequestView::from_host(host)?;
     // Only the trusted-peer policy needs the peer address: skip the hostcall otherwise.
     let source_ip = if cfg.request_id.policy == Policy::KeepIfTrusted {
-        host.property(&["source", "address"]).ok().flatten().and_then(|raw| parse_peer_address(&raw))
+        host.property(&["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|raw| parse_peer_address(&raw))
     } else {
         None
     };
@@ -53,7 +63,10 @@ fn decide_and_apply(cfg: &Config, metrics: &Metrics, host: &dyn Host) -> Result<
     apply(host, MapKind::RequestHeaders, &decision.header_ops)?;
     for (name, value) in &decision.properties {
         if let Err(e) = host.set_property(&[name], value.as_bytes()) {
-            host.log(LogLevel::Warn, &format!("trace-id: cannot set property {name}: {e}"));
+            host.log(
+                LogLevel::Warn,
+                &format!("trace-id: cannot set property {name}: {e}"),
+            );
         }
     }
     metrics.record(host, &decision);
@@ -61,12 +74,19 @@ fn decide_and_apply(cfg: &Config, metrics: &Metrics, host: &dyn Host) -> Result<
 }
 
 /// Request headers phase: returns what to do next and what the response phase needs.
-pub fn on_request_headers(cfg: &Config, metrics: &Metrics, host: &dyn Host) -> (Flow, Option<ResponseMemo>) {
+pub fn on_request_headers(
+    cfg: &Config,
+    metrics: &Metrics,
+    host: &dyn Host,
+) -> (Flow, Option<ResponseMemo>) {
     match decide_and_apply(cfg, metrics, host) {
         Ok(memo) => (Flow::Continue, Some(memo)),
         Err(e) => {
             metrics.increment(host, HOST_FAILURES, &[("phase", "request")]);
-            host.log(LogLevel::Error, &format!("trace-id: request headers: host failure: {e}"));
+            host.log(
+                LogLevel::Error,
+                &format!("trace-id: request headers: host failure: {e}"),
+            );
             match cfg.failure_mode {
                 FailureMode::Allow => (Flow::Continue, None),
                 FailureMode::Deny => {
@@ -76,7 +96,10 @@ pub fn on_request_headers(cfg: &Config, metrics: &Metrics, host: &dyn Host) -> (
                         ..LocalResponse::default()
                     };
                     if let Err(e) = host.send_local_response(&reply) {
-                        host.log(LogLevel::Error, &format!("trace-id: cannot send local reply: {e}"));
+                        host.log(
+                            LogLevel::Error,
+                            &format!("trace-id: cannot send local reply: {e}"),
+                        );
                         return (Flow::Continue, None);
                     }
                     (Flow::Stop, None)
@@ -87,11 +110,19 @@ pub fn on_request_headers(cfg: &Config, metrics: &Metrics, host: &dyn Host) -> (
 }
 
 /// Response headers phase (also for local replies of later filters): echo what was decided.
-pub fn on_response_headers(cfg: &Config, metrics: &Metrics, host: &dyn Host, memo: Option<&ResponseMemo>) {
+pub fn on_response_headers(
+    cfg: &Config,
+    metrics: &Metrics,
+    host: &dyn Host,
+    memo: Option<&ResponseMemo>,
+) {
     let ops = logic::decide_response(cfg, memo);
     if let Err(e) = apply(host, MapKind::ResponseHeaders, &ops) {
         metrics.increment(host, HOST_FAILURES, &[("phase", "response")]);
-        host.log(LogLevel::Warn, &format!("trace-id: response headers: host failure: {e}"));
+        host.log(
+            LogLevel::Warn,
+            &format!("trace-id: response headers: host failure: {e}"),
+        );
     }
 }
 
@@ -107,22 +138,41 @@ mod tests {
 
     #[test]
     fn request_and_response_round_trip_through_the_host() {
-        let host = MockHost::new().with_request_header(":method", "GET").with_random_seed(7);
+        let host = MockHost::new()
+            .with_request_header(":method", "GET")
+            .with_random_seed(7);
         let cfg = cfg(r#"{"response": {"serverTiming": true}}"#);
         let metrics = Metrics::default();
         let (flow, memo) = on_request_headers(&cfg, &metrics, &host);
         assert_eq!(flow, Flow::Continue);
         let memo = memo.unwrap();
-        assert_eq!(host.request_header("x-request-id").as_deref(), Some(memo.request_id.as_str()));
-        assert_eq!(host.request_header("traceparent").as_deref(), Some(memo.traceparent.as_str()));
-        assert_eq!(host.property_value(&["meshward_request_id"]).as_deref(), Some(memo.request_id.as_bytes()));
         assert_eq!(
-            host.metric_value("action=.=generated;.;reason=.=absent;.;meshward_trace_id_request_ids_total"),
+            host.request_header("x-request-id").as_deref(),
+            Some(memo.request_id.as_str())
+        );
+        assert_eq!(
+            host.request_header("traceparent").as_deref(),
+            Some(memo.traceparent.as_str())
+        );
+        assert_eq!(
+            host.property_value(&["meshward_request_id"]).as_deref(),
+            Some(memo.request_id.as_bytes())
+        );
+        assert_eq!(
+            host.metric_value(
+                "action=.=generated;.;reason=.=absent;.;meshward_trace_id_request_ids_total"
+            ),
             Some(1)
         );
-        host.put_header_map(MapKind::ResponseHeaders, vec![(":status".to_owned(), b"200".to_vec())]);
+        host.put_header_map(
+            MapKind::ResponseHeaders,
+            vec![(":status".to_owned(), b"200".to_vec())],
+        );
         on_response_headers(&cfg, &metrics, &host, Some(&memo));
-        assert_eq!(host.header_values(MapKind::ResponseHeaders, "x-request-id"), std::slice::from_ref(&memo.request_id));
+        assert_eq!(
+            host.header_values(MapKind::ResponseHeaders, "x-request-id"),
+            std::slice::from_ref(&memo.request_id)
+        );
         assert_eq!(
             host.header_values(MapKind::ResponseHeaders, "server-timing"),
             [format!("traceparent;desc=\"{}\"", memo.traceparent)]
@@ -131,7 +181,8 @@ mod tests {
 
     #[test]
     fn trusted_policy_reads_the_peer_address() {
-        let cfg = cfg(r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#);
+        let cfg =
+            cfg(r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#);
         let host = MockHost::new()
             .with_request_header(":method", "GET")
             .with_request_header("x-request-id", "client-1")
@@ -142,13 +193,21 @@ mod tests {
 
     #[test]
     fn host_failure_allows_by_default_and_denies_when_configured() {
-        let failing = || MockHost::new().with_request_header(":method", "GET").failing_always(Hostcall::SetHeader, HostError::BadArgument);
+        let failing = || {
+            MockHost::new()
+                .with_request_header(":method", "GET")
+                .failing_always(Hostcall::SetHeader, HostError::BadArgument)
+        };
         let host = failing();
         let (flow, memo) = on_request_headers(&Config::default(), &Metrics::default(), &host);
         assert_eq!((flow, memo), (Flow::Continue, None));
         assert!(host.local_response().is_none());
         let host = failing();
-        let (flow, _) = on_request_headers(&cfg(r#"{"failureMode": "deny"}"#), &Metrics::default(), &host);
+        let (flow, _) = on_request_headers(
+            &cfg(r#"{"failureMode": "deny"}"#),
+            &Metrics::default(),
+            &host,
+        );
         assert_eq!(flow, Flow::Stop);
         assert_eq!(host.local_response().map(|r| r.status), Some(500));
     }
@@ -159,7 +218,10 @@ mod tests {
         assert!(configure(&host, br#"{"requestId": {"maxLength": 0}}"#).is_none());
         let logs = host.logs_at_least(LogLevel::Error);
         assert_eq!(logs.len(), 1);
-        assert!(logs[0].starts_with("trace-id: invalid plugin config: requestId.maxLength: "), "{logs:?}");
+        assert!(
+            logs[0].starts_with("trace-id: invalid plugin config: requestId.maxLength: "),
+            "{logs:?}"
+        );
         assert!(configure(&host, b"").is_some());
     }
 }

@@ -172,7 +172,10 @@ pub struct RequestDecision {
 impl RequestDecision {
     /// What the response phase needs (request headers are gone by then).
     pub fn memo(&self) -> ResponseMemo {
-        ResponseMemo { request_id: self.request_id.clone(), traceparent: self.trace.format() }
+        ResponseMemo {
+            request_id: self.request_id.clone(),
+            traceparent: self.trace.format(),
+        }
     }
 }
 
@@ -186,7 +189,11 @@ pub struct ResponseMemo {
 }
 
 fn values<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
-    headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).collect()
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+        .collect()
 }
 
 fn random_nonzero<const N: usize>(random: Random<'_>) -> HostResult<[u8; N]> {
@@ -213,7 +220,11 @@ fn decide_request_id(
     let rid = &cfg.request_id;
     let main = values(headers, &rid.header);
     let incoming = if main.is_empty() {
-        rid.aliases.iter().map(|alias| values(headers, alias)).find(|v| !v.is_empty()).unwrap_or_default()
+        rid.aliases
+            .iter()
+            .map(|alias| values(headers, alias))
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
     } else {
         main.clone()
     };
@@ -242,7 +253,9 @@ fn decide_request_id(
         match copy {
             Some(original) => ops.push(HeaderOp::Set(header.clone(), original)),
             // A client must not be able to forge the "original id" header.
-            None if !values(headers, header).is_empty() => ops.push(HeaderOp::Remove(header.clone())),
+            None if !values(headers, header).is_empty() => {
+                ops.push(HeaderOp::Remove(header.clone()))
+            }
             None => {}
         }
     }
@@ -251,7 +264,13 @@ fn decide_request_id(
             ops.push(HeaderOp::Set(name.clone(), id.clone()));
         }
     }
-    Ok((id, Outcome { action, reason: reason.as_str() }))
+    Ok((
+        id,
+        Outcome {
+            action,
+            reason: reason.as_str(),
+        },
+    ))
 }
 
 // === trace context ===
@@ -272,7 +291,11 @@ fn new_trace(cfg: &Config, inherited: Option<bool>, random: Random<'_>) -> HostR
         }
         Sampling::Inherit { fallback } => inherited.unwrap_or(fallback),
     };
-    Ok(TraceParent { trace_id, parent_id, flags: FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 } })
+    Ok(TraceParent {
+        trace_id,
+        parent_id,
+        flags: FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 },
+    })
 }
 
 fn b3_headers_of(headers: &[(String, Vec<u8>)]) -> [Vec<&[u8]>; 5] {
@@ -312,12 +335,23 @@ fn decide_trace(
     let ts_values = values(headers, TRACESTATE);
     let [single, b3_trace, b3_span, b3_sampled, b3_flags] = b3_headers_of(headers);
     let b3 = if cfg.b3_read {
-        b3::read(&B3Headers { single: &single, trace_id: &b3_trace, span_id: &b3_span, sampled: &b3_sampled, flags: &b3_flags })
+        b3::read(&B3Headers {
+            single: &single,
+            trace_id: &b3_trace,
+            span_id: &b3_span,
+            sampled: &b3_sampled,
+            flags: &b3_flags,
+        })
     } else {
         Ok(None)
     };
     let b3_sampling = match b3 {
-        Ok(Some(B3::SamplingOnly(s) | B3::Context { sampling: Some(s), .. })) => Some(s.sampled()),
+        Ok(Some(
+            B3::SamplingOnly(s)
+            | B3::Context {
+                sampling: Some(s), ..
+            },
+        )) => Some(s.sampled()),
         _ => None,
     };
 
@@ -325,11 +359,19 @@ fn decide_trace(
         Ok(Some(parsed)) => Incoming::W3c(parsed),
         Err(e) => Incoming::Invalid(e.reason()),
         Ok(None) => match b3 {
-            Ok(Some(B3::Context { trace_id, span_id, sampling })) => Incoming::B3(TraceParent {
+            Ok(Some(B3::Context {
+                trace_id,
+                span_id,
+                sampling,
+            })) => Incoming::B3(TraceParent {
                 trace_id,
                 parent_id: span_id,
                 // B3 says nothing about how the trace id was made, so the random flag stays off.
-                flags: if sampling.is_some_and(b3::Sampling::sampled) { FLAG_SAMPLED } else { 0 },
+                flags: if sampling.is_some_and(b3::Sampling::sampled) {
+                    FLAG_SAMPLED
+                } else {
+                    0
+                },
             }),
             Err(_) => Incoming::Invalid("invalid_b3"),
             Ok(_) => Incoming::Absent,
@@ -344,34 +386,81 @@ fn decide_trace(
     let (trace, outcome, rewrite) = match (cfg.mode, incoming) {
         (Mode::Restart, Incoming::Absent) | (Mode::Hop | Mode::Passthrough, Incoming::Absent) => (
             new_trace(cfg, b3_sampling, random)?,
-            Outcome { action: TraceAction::Started, reason: "absent" },
+            Outcome {
+                action: TraceAction::Started,
+                reason: "absent",
+            },
             true,
         ),
         (Mode::Restart, Incoming::W3c(_) | Incoming::B3(_)) => (
             new_trace(cfg, b3_sampling.or(incoming_sampled), random)?,
-            Outcome { action: TraceAction::Restarted, reason: "trust_boundary" },
+            Outcome {
+                action: TraceAction::Restarted,
+                reason: "trust_boundary",
+            },
             true,
         ),
-        (_, Incoming::Invalid(reason)) => {
-            (new_trace(cfg, b3_sampling, random)?, Outcome { action: TraceAction::Restarted, reason }, true)
-        }
+        (_, Incoming::Invalid(reason)) => (
+            new_trace(cfg, b3_sampling, random)?,
+            Outcome {
+                action: TraceAction::Restarted,
+                reason,
+            },
+            true,
+        ),
         (Mode::Hop, Incoming::W3c(parsed)) => {
-            let reason = if parsed.future_version { "future_version" } else { "valid" };
-            let trace = TraceParent { parent_id: random_nonzero(random)?, ..parsed.context };
-            (trace, Outcome { action: TraceAction::Kept, reason }, true)
+            let reason = if parsed.future_version {
+                "future_version"
+            } else {
+                "valid"
+            };
+            let trace = TraceParent {
+                parent_id: random_nonzero(random)?,
+                ..parsed.context
+            };
+            (
+                trace,
+                Outcome {
+                    action: TraceAction::Kept,
+                    reason,
+                },
+                true,
+            )
         }
         (Mode::Passthrough, Incoming::W3c(parsed)) => {
-            let reason = if parsed.future_version { "future_version" } else { "valid" };
-            (parsed.context, Outcome { action: TraceAction::Kept, reason }, parsed.needs_rewrite)
+            let reason = if parsed.future_version {
+                "future_version"
+            } else {
+                "valid"
+            };
+            (
+                parsed.context,
+                Outcome {
+                    action: TraceAction::Kept,
+                    reason,
+                },
+                parsed.needs_rewrite,
+            )
         }
         (Mode::Hop, Incoming::B3(context)) => (
-            TraceParent { parent_id: random_nonzero(random)?, ..context },
-            Outcome { action: TraceAction::Kept, reason: "b3" },
+            TraceParent {
+                parent_id: random_nonzero(random)?,
+                ..context
+            },
+            Outcome {
+                action: TraceAction::Kept,
+                reason: "b3",
+            },
             true,
         ),
-        (Mode::Passthrough, Incoming::B3(context)) => {
-            (context, Outcome { action: TraceAction::Kept, reason: "b3" }, true)
-        }
+        (Mode::Passthrough, Incoming::B3(context)) => (
+            context,
+            Outcome {
+                action: TraceAction::Kept,
+                reason: "b3",
+            },
+            true,
+        ),
     };
     if rewrite {
         ops.push(HeaderOp::Set(TRACEPARENT.to_owned(), trace.format()));
@@ -379,7 +468,11 @@ fn decide_trace(
 
     let state_outcome = decide_tracestate(cfg, &ts_values, outcome, ops);
     write_b3(cfg, &trace, headers, ops);
-    Ok(TraceDecision { trace, outcome, state_outcome })
+    Ok(TraceDecision {
+        trace,
+        outcome,
+        state_outcome,
+    })
 }
 
 fn decide_tracestate(
@@ -393,12 +486,22 @@ fn decide_tracestate(
     }
     let drop = |ops: &mut Vec<HeaderOp>, reason| {
         ops.push(HeaderOp::Remove(TRACESTATE.to_owned()));
-        Some(Outcome { action: StateAction::Dropped, reason })
+        Some(Outcome {
+            action: StateAction::Dropped,
+            reason,
+        })
     };
     if trace_outcome.action != TraceAction::Kept || trace_outcome.reason == "b3" {
         // §3.3: tracestate belongs to the traceparent it came with; without that parent (absent,
         // invalid, restarted, or a B3-only context) it must not be parsed or forwarded.
-        return drop(ops, if trace_outcome.action == TraceAction::Restarted { "restarted" } else { "no_traceparent" });
+        return drop(
+            ops,
+            if trace_outcome.action == TraceAction::Restarted {
+                "restarted"
+            } else {
+                "no_traceparent"
+            },
+        );
     }
     let mut state = match TraceState::parse_headers(ts_values) {
         Ok(Some(state)) => state,
@@ -408,7 +511,10 @@ fn decide_tracestate(
     };
     if cfg.mode == Mode::Passthrough {
         // §3.5: the parent is unchanged, so tracestate MUST NOT change either.
-        return Some(Outcome { action: StateAction::Kept, reason: "unchanged" });
+        return Some(Outcome {
+            action: StateAction::Kept,
+            reason: "unchanged",
+        });
     }
     let truncated = state.truncate(cfg.tracestate_max_length);
     if state.is_empty() {
@@ -419,13 +525,24 @@ fn decide_tracestate(
         ops.push(HeaderOp::Set(TRACESTATE.to_owned(), formatted));
     }
     Some(if truncated {
-        Outcome { action: StateAction::Truncated, reason: "too_long" }
+        Outcome {
+            action: StateAction::Truncated,
+            reason: "too_long",
+        }
     } else {
-        Outcome { action: StateAction::Kept, reason: "valid" }
+        Outcome {
+            action: StateAction::Kept,
+            reason: "valid",
+        }
     })
 }
 
-fn write_b3(cfg: &Config, trace: &TraceParent, headers: &[(String, Vec<u8>)], ops: &mut Vec<HeaderOp>) {
+fn write_b3(
+    cfg: &Config,
+    trace: &TraceParent,
+    headers: &[(String, Vec<u8>)],
+    ops: &mut Vec<HeaderOp>,
+) {
     let remove_if_present = |ops: &mut Vec<HeaderOp>, name: &str| {
         if !values(headers, name).is_empty() {
             ops.push(HeaderOp::Remove(name.to_owned()));
@@ -434,13 +551,23 @@ fn write_b3(cfg: &Config, trace: &TraceParent, headers: &[(String, Vec<u8>)], op
     match cfg.b3_write {
         B3Write::None => {}
         B3Write::Single => {
-            ops.push(HeaderOp::Set(b3::SINGLE.to_owned(), b3::format_single(&trace.trace_id, &trace.parent_id, trace.sampled())));
-            for name in [b3::TRACE_ID, b3::SPAN_ID, b3::PARENT_SPAN_ID, b3::SAMPLED, b3::FLAGS] {
+            ops.push(HeaderOp::Set(
+                b3::SINGLE.to_owned(),
+                b3::format_single(&trace.trace_id, &trace.parent_id, trace.sampled()),
+            ));
+            for name in [
+                b3::TRACE_ID,
+                b3::SPAN_ID,
+                b3::PARENT_SPAN_ID,
+                b3::SAMPLED,
+                b3::FLAGS,
+            ] {
                 remove_if_present(ops, name);
             }
         }
         B3Write::Multi => {
-            let (trace_id, span_id, sampled) = b3::format_multi(&trace.trace_id, &trace.parent_id, trace.sampled());
+            let (trace_id, span_id, sampled) =
+                b3::format_multi(&trace.trace_id, &trace.parent_id, trace.sampled());
             ops.push(HeaderOp::Set(b3::TRACE_ID.to_owned(), trace_id));
             ops.push(HeaderOp::Set(b3::SPAN_ID.to_owned(), span_id));
             ops.push(HeaderOp::Set(b3::SAMPLED.to_owned(), sampled.to_owned()));
@@ -466,14 +593,30 @@ pub fn decide_request(
 ) -> HostResult<RequestDecision> {
     let headers = view.headers();
     let mut header_ops = Vec::new();
-    let (request_id, id_outcome) = decide_request_id(cfg, headers, source_ip, random, &mut header_ops)?;
-    let TraceDecision { trace, outcome: trace_outcome, state_outcome } = decide_trace(cfg, headers, random, &mut header_ops)?;
+    let (request_id, id_outcome) =
+        decide_request_id(cfg, headers, source_ip, random, &mut header_ops)?;
+    let TraceDecision {
+        trace,
+        outcome: trace_outcome,
+        state_outcome,
+    } = decide_trace(cfg, headers, random, &mut header_ops)?;
     let properties = if cfg.properties {
-        vec![(PROPERTY_REQUEST_ID, request_id.clone()), (PROPERTY_TRACE_ID, trace.trace_id_hex())]
+        vec![
+            (PROPERTY_REQUEST_ID, request_id.clone()),
+            (PROPERTY_TRACE_ID, trace.trace_id_hex()),
+        ]
     } else {
         Vec::new()
     };
-    Ok(RequestDecision { header_ops, request_id, trace, id_outcome, trace_outcome, state_outcome, properties })
+    Ok(RequestDecision {
+        header_ops,
+        request_id,
+        trace,
+        id_outcome,
+        trace_outcome,
+        state_outcome,
+        properties,
+    })
 }
 
 /// Decides the response phase from what the request phase remembered. `None` (the request phase
@@ -484,13 +627,22 @@ pub fn decide_response(cfg: &Config, memo: Option<&ResponseMemo>) -> Vec<HeaderO
     };
     let mut ops = Vec::new();
     if cfg.echo_request_id {
-        ops.push(HeaderOp::Set(cfg.request_id.header.clone(), memo.request_id.clone()));
+        ops.push(HeaderOp::Set(
+            cfg.request_id.header.clone(),
+            memo.request_id.clone(),
+        ));
     }
     if cfg.traceresponse {
-        ops.push(HeaderOp::Set(TRACERESPONSE.to_owned(), memo.traceparent.clone()));
+        ops.push(HeaderOp::Set(
+            TRACERESPONSE.to_owned(),
+            memo.traceparent.clone(),
+        ));
     }
     if cfg.server_timing {
-        ops.push(HeaderOp::Add(SERVER_TIMING.to_owned(), format!("traceparent;desc=\"{}\"", memo.traceparent)));
+        ops.push(HeaderOp::Add(
+            SERVER_TIMING.to_owned(),
+            format!("traceparent;desc=\"{}\"", memo.traceparent),
+        ));
     }
     ops
 }
@@ -512,16 +664,33 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn decide(cfg: &Config, input: &[(String, Vec<u8>)], source_ip: Option<IpAddr>, random: Random<'_>) -> RequestDecision {
-        decide_request(cfg, &RequestView::from_pairs(input.to_vec()), source_ip, random).unwrap()
+    pub(crate) fn decide(
+        cfg: &Config,
+        input: &[(String, Vec<u8>)],
+        source_ip: Option<IpAddr>,
+        random: Random<'_>,
+    ) -> RequestDecision {
+        decide_request(
+            cfg,
+            &RequestView::from_pairs(input.to_vec()),
+            source_ip,
+            random,
+        )
+        .unwrap()
     }
 
     pub(crate) fn headers(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
-        pairs.iter().map(|(n, v)| ((*n).to_owned(), v.to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
+            .collect()
     }
 
     /// Applies ops like the proxy would.
-    pub(crate) fn apply(mut map: Vec<(String, Vec<u8>)>, ops: &[HeaderOp]) -> Vec<(String, Vec<u8>)> {
+    pub(crate) fn apply(
+        mut map: Vec<(String, Vec<u8>)>,
+        ops: &[HeaderOp],
+    ) -> Vec<(String, Vec<u8>)> {
         for op in ops {
             match op {
                 HeaderOp::Set(name, value) => {
@@ -536,7 +705,10 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn get<'a>(map: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a str> {
-        map.iter().filter(|(n, _)| n == name).map(|(_, v)| std::str::from_utf8(v).unwrap()).collect()
+        map.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+            .collect()
     }
 
     pub(crate) fn cfg(json: &str) -> Config {
@@ -556,51 +728,120 @@ pub(crate) mod tests {
     #[test]
     fn generates_a_uuid_and_a_new_trace_when_nothing_is_sent() {
         let (d, out) = run(&Config::default(), &[]);
-        assert_eq!(d.id_outcome, Outcome { action: IdAction::Generated, reason: "absent" });
-        assert_eq!(d.trace_outcome, Outcome { action: TraceAction::Started, reason: "absent" });
+        assert_eq!(
+            d.id_outcome,
+            Outcome {
+                action: IdAction::Generated,
+                reason: "absent"
+            }
+        );
+        assert_eq!(
+            d.trace_outcome,
+            Outcome {
+                action: TraceAction::Started,
+                reason: "absent"
+            }
+        );
         assert!(request_id::validate(d.request_id.as_bytes(), 36, Validation::Uuid).is_ok());
         assert_eq!(get(&out, "x-request-id"), [d.request_id.as_str()]);
         assert_eq!(get(&out, "traceparent"), [d.trace.format().as_str()]);
-        assert_eq!(d.trace.flags, FLAG_RANDOM, "new traces are random and unsampled by default");
-        assert_eq!(d.properties, vec![(PROPERTY_REQUEST_ID, d.request_id.clone()), (PROPERTY_TRACE_ID, d.trace.trace_id_hex())]);
+        assert_eq!(
+            d.trace.flags, FLAG_RANDOM,
+            "new traces are random and unsampled by default"
+        );
+        assert_eq!(
+            d.properties,
+            vec![
+                (PROPERTY_REQUEST_ID, d.request_id.clone()),
+                (PROPERTY_TRACE_ID, d.trace.trace_id_hex())
+            ]
+        );
     }
 
     #[test]
     fn keeps_a_valid_request_id_without_touching_the_header() {
         let (d, out) = run(&Config::default(), &[("x-request-id", b"abc-123")]);
-        assert_eq!(d.id_outcome, Outcome { action: IdAction::Kept, reason: "valid" });
+        assert_eq!(
+            d.id_outcome,
+            Outcome {
+                action: IdAction::Kept,
+                reason: "valid"
+            }
+        );
         assert_eq!(d.request_id, "abc-123");
-        assert!(!d.header_ops.iter().any(|op| matches!(op, HeaderOp::Set(n, _) if n == "x-request-id")));
+        assert!(
+            !d.header_ops
+                .iter()
+                .any(|op| matches!(op, HeaderOp::Set(n, _) if n == "x-request-id"))
+        );
         assert_eq!(get(&out, "x-request-id"), ["abc-123"]);
     }
 
     #[test]
     fn replaces_an_invalid_id_and_never_copies_it() {
         let cfg = cfg(r#"{"requestId": {"originalIdHeader": "x-original-request-id"}}"#);
-        let (d, out) = run(&cfg, &[("x-request-id", b"bad id\r\n"), ("x-original-request-id", b"forged")]);
-        assert_eq!(d.id_outcome, Outcome { action: IdAction::Replaced, reason: "invalid_charset" });
+        let (d, out) = run(
+            &cfg,
+            &[
+                ("x-request-id", b"bad id\r\n"),
+                ("x-original-request-id", b"forged"),
+            ],
+        );
+        assert_eq!(
+            d.id_outcome,
+            Outcome {
+                action: IdAction::Replaced,
+                reason: "invalid_charset"
+            }
+        );
         assert_eq!(get(&out, "x-request-id"), [d.request_id.as_str()]);
         assert!(get(&out, "x-original-request-id").is_empty());
     }
 
     #[test]
     fn always_replace_copies_the_valid_original() {
-        let cfg = cfg(r#"{"requestId": {"policy": "alwaysReplace", "originalIdHeader": "x-original-request-id"}}"#);
+        let cfg = cfg(
+            r#"{"requestId": {"policy": "alwaysReplace", "originalIdHeader": "x-original-request-id"}}"#,
+        );
         let (d, out) = run(&cfg, &[("x-request-id", b"client-1")]);
-        assert_eq!(d.id_outcome, Outcome { action: IdAction::Replaced, reason: "policy" });
+        assert_eq!(
+            d.id_outcome,
+            Outcome {
+                action: IdAction::Replaced,
+                reason: "policy"
+            }
+        );
         assert_ne!(d.request_id, "client-1");
         assert_eq!(get(&out, "x-original-request-id"), ["client-1"]);
     }
 
     #[test]
     fn keep_if_trusted_depends_on_the_peer_address() {
-        let cfg = cfg(r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#);
+        let cfg =
+            cfg(r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#);
         let input = headers(&[("x-request-id", b"client-1")]);
         let mut random = counter();
         let trusted = decide(&cfg, &input, Some("10.1.2.3".parse().unwrap()), &mut random);
-        assert_eq!(trusted.id_outcome, Outcome { action: IdAction::Kept, reason: "trusted" });
-        let untrusted = decide(&cfg, &input, Some("192.0.2.1".parse().unwrap()), &mut random);
-        assert_eq!(untrusted.id_outcome, Outcome { action: IdAction::Replaced, reason: "untrusted" });
+        assert_eq!(
+            trusted.id_outcome,
+            Outcome {
+                action: IdAction::Kept,
+                reason: "trusted"
+            }
+        );
+        let untrusted = decide(
+            &cfg,
+            &input,
+            Some("192.0.2.1".parse().unwrap()),
+            &mut random,
+        );
+        assert_eq!(
+            untrusted.id_outcome,
+            Outcome {
+                action: IdAction::Replaced,
+                reason: "untrusted"
+            }
+        );
         let unknown = decide(&cfg, &input, None, &mut random);
         assert_eq!(unknown.id_outcome.action, IdAction::Replaced);
     }
@@ -617,45 +858,109 @@ pub(crate) mod tests {
 
     #[test]
     fn duplicated_request_ids_are_replaced() {
-        let (d, _) = run(&Config::default(), &[("x-request-id", b"a"), ("x-request-id", b"b")]);
-        assert_eq!(d.id_outcome, Outcome { action: IdAction::Replaced, reason: "duplicated" });
+        let (d, _) = run(
+            &Config::default(),
+            &[("x-request-id", b"a"), ("x-request-id", b"b")],
+        );
+        assert_eq!(
+            d.id_outcome,
+            Outcome {
+                action: IdAction::Replaced,
+                reason: "duplicated"
+            }
+        );
     }
 
     #[test]
     fn hop_keeps_trace_id_and_flags_with_a_new_parent() {
-        let (d, out) = run(&Config::default(), &[("traceparent", b"00-12345678901234567890123456789012-1234567890123456-03")]);
-        assert_eq!(d.trace_outcome, Outcome { action: TraceAction::Kept, reason: "valid" });
+        let (d, out) = run(
+            &Config::default(),
+            &[(
+                "traceparent",
+                b"00-12345678901234567890123456789012-1234567890123456-03",
+            )],
+        );
+        assert_eq!(
+            d.trace_outcome,
+            Outcome {
+                action: TraceAction::Kept,
+                reason: "valid"
+            }
+        );
         assert_eq!(d.trace.trace_id_hex(), "12345678901234567890123456789012");
         assert_ne!(d.trace.parent_id_hex(), "1234567890123456");
-        assert_eq!(d.trace.flags, 0x03, "sampled and random flags are preserved");
+        assert_eq!(
+            d.trace.flags, 0x03,
+            "sampled and random flags are preserved"
+        );
         assert_eq!(get(&out, "traceparent"), [d.trace.format().as_str()]);
     }
 
     #[test]
     fn passthrough_leaves_a_canonical_context_and_its_tracestate_alone() {
         let cfg = cfg(r#"{"traceContext": {"mode": "passthrough"}}"#);
-        let (d, _) = run(&cfg, &[("traceparent", TP), ("tracestate", b"b=1, a=2"), ("tracestate", b"c=3")]);
+        let (d, _) = run(
+            &cfg,
+            &[
+                ("traceparent", TP),
+                ("tracestate", b"b=1, a=2"),
+                ("tracestate", b"c=3"),
+            ],
+        );
         assert_eq!(d.trace.format().as_bytes(), TP);
         assert!(!d.header_ops.iter().any(|op| matches!(op, HeaderOp::Set(n, _) | HeaderOp::Remove(n) if n == "traceparent" || n == "tracestate")));
-        assert_eq!(d.state_outcome, Some(Outcome { action: StateAction::Kept, reason: "unchanged" }));
+        assert_eq!(
+            d.state_outcome,
+            Some(Outcome {
+                action: StateAction::Kept,
+                reason: "unchanged"
+            })
+        );
     }
 
     #[test]
     fn passthrough_normalizes_but_keeps_the_parent() {
         let cfg = cfg(r#"{"traceContext": {"mode": "passthrough"}}"#);
-        let (d, out) = run(&cfg, &[("traceparent", b"cc-12345678901234567890123456789012-1234567890123456-09-extra")]);
-        assert_eq!(d.trace_outcome, Outcome { action: TraceAction::Kept, reason: "future_version" });
-        assert_eq!(get(&out, "traceparent"), ["00-12345678901234567890123456789012-1234567890123456-01"]);
+        let (d, out) = run(
+            &cfg,
+            &[(
+                "traceparent",
+                b"cc-12345678901234567890123456789012-1234567890123456-09-extra",
+            )],
+        );
+        assert_eq!(
+            d.trace_outcome,
+            Outcome {
+                action: TraceAction::Kept,
+                reason: "future_version"
+            }
+        );
+        assert_eq!(
+            get(&out, "traceparent"),
+            ["00-12345678901234567890123456789012-1234567890123456-01"]
+        );
     }
 
     #[test]
     fn restart_mode_always_starts_a_new_trace_and_drops_tracestate() {
         let cfg = cfg(r#"{"traceContext": {"mode": "restart"}}"#);
         let (d, out) = run(&cfg, &[("traceparent", TP), ("tracestate", b"foo=1")]);
-        assert_eq!(d.trace_outcome, Outcome { action: TraceAction::Restarted, reason: "trust_boundary" });
+        assert_eq!(
+            d.trace_outcome,
+            Outcome {
+                action: TraceAction::Restarted,
+                reason: "trust_boundary"
+            }
+        );
         assert_ne!(d.trace.trace_id_hex(), "12345678901234567890123456789012");
         assert!(get(&out, "tracestate").is_empty());
-        assert_eq!(d.state_outcome, Some(Outcome { action: StateAction::Dropped, reason: "restarted" }));
+        assert_eq!(
+            d.state_outcome,
+            Some(Outcome {
+                action: StateAction::Dropped,
+                reason: "restarted"
+            })
+        );
     }
 
     #[test]
@@ -685,22 +990,42 @@ pub(crate) mod tests {
     fn b3_is_read_only_without_traceparent_and_when_enabled() {
         let b3: &[u8] = b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
         let off = Config::default();
-        assert_eq!(run(&off, &[("b3", b3)]).0.trace_outcome.action, TraceAction::Started);
+        assert_eq!(
+            run(&off, &[("b3", b3)]).0.trace_outcome.action,
+            TraceAction::Started
+        );
         let on = cfg(r#"{"b3": {"read": true}}"#);
         let (d, _) = run(&on, &[("b3", b3)]);
-        assert_eq!(d.trace_outcome, Outcome { action: TraceAction::Kept, reason: "b3" });
+        assert_eq!(
+            d.trace_outcome,
+            Outcome {
+                action: TraceAction::Kept,
+                reason: "b3"
+            }
+        );
         assert_eq!(d.trace.trace_id_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
         assert!(d.trace.sampled());
         assert!(!d.trace.random());
         let (d, _) = run(&on, &[("b3", b3), ("traceparent", TP)]);
-        assert_eq!(d.trace.trace_id_hex(), "12345678901234567890123456789012", "traceparent wins over b3");
+        assert_eq!(
+            d.trace.trace_id_hex(),
+            "12345678901234567890123456789012",
+            "traceparent wins over b3"
+        );
         let (d, _) = run(&on, &[("b3", b"garbage")]);
-        assert_eq!(d.trace_outcome, Outcome { action: TraceAction::Restarted, reason: "invalid_b3" });
+        assert_eq!(
+            d.trace_outcome,
+            Outcome {
+                action: TraceAction::Restarted,
+                reason: "invalid_b3"
+            }
+        );
     }
 
     #[test]
     fn b3_sampling_only_header_feeds_inherit() {
-        let cfg = cfg(r#"{"b3": {"read": true}, "traceContext": {"sampling": {"type": "inherit"}}}"#);
+        let cfg =
+            cfg(r#"{"b3": {"read": true}, "traceContext": {"sampling": {"type": "inherit"}}}"#);
         let (d, _) = run(&cfg, &[("b3", b"1")]);
         assert_eq!(d.trace_outcome.action, TraceAction::Started);
         assert!(d.trace.sampled());
@@ -710,7 +1035,10 @@ pub(crate) mod tests {
     fn writes_b3_single_or_multi_next_to_traceparent() {
         let single = cfg(r#"{"b3": {"write": "single"}}"#);
         let (d, out) = run(&single, &[("traceparent", TP), ("x-b3-traceid", b"stale")]);
-        assert_eq!(get(&out, "b3"), [format!("{}-{}-1", d.trace.trace_id_hex(), d.trace.parent_id_hex()).as_str()]);
+        assert_eq!(
+            get(&out, "b3"),
+            [format!("{}-{}-1", d.trace.trace_id_hex(), d.trace.parent_id_hex()).as_str()]
+        );
         assert!(get(&out, "x-b3-traceid").is_empty());
         let multi = cfg(r#"{"b3": {"write": "multi"}}"#);
         let (d, out) = run(&multi, &[("traceparent", TP), ("b3", b"stale")]);
@@ -723,13 +1051,19 @@ pub(crate) mod tests {
     #[test]
     fn response_echoes_what_the_request_phase_decided() {
         let cfg = cfg(r#"{"response": {"traceresponse": true, "serverTiming": true}}"#);
-        let memo = ResponseMemo { request_id: "rid".to_owned(), traceparent: "00-x".to_owned() };
+        let memo = ResponseMemo {
+            request_id: "rid".to_owned(),
+            traceparent: "00-x".to_owned(),
+        };
         assert_eq!(
             decide_response(&cfg, Some(&memo)),
             vec![
                 HeaderOp::Set("x-request-id".to_owned(), "rid".to_owned()),
                 HeaderOp::Set("traceresponse".to_owned(), "00-x".to_owned()),
-                HeaderOp::Add("server-timing".to_owned(), "traceparent;desc=\"00-x\"".to_owned()),
+                HeaderOp::Add(
+                    "server-timing".to_owned(),
+                    "traceparent;desc=\"00-x\"".to_owned()
+                ),
             ]
         );
         assert!(decide_response(&cfg, None).is_empty());

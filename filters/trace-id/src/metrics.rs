@@ -22,8 +22,15 @@ pub const HOST_FAILURES: &str = "meshward_trace_id_host_failures_total";
 
 /// `tag=.=value;.;` prefixes followed by the base name (values sanitized by core).
 pub fn encode_name(base: &str, tags: &[(&str, &str)]) -> String {
-    let values: Vec<String> = tags.iter().map(|(_, v)| meshward_core::metrics::sanitize_tag_value(v)).collect();
-    let tags: Vec<(&str, &str)> = tags.iter().zip(&values).map(|((t, _), v)| (*t, v.as_str())).collect();
+    let values: Vec<String> = tags
+        .iter()
+        .map(|(_, v)| meshward_core::metrics::sanitize_tag_value(v))
+        .collect();
+    let tags: Vec<(&str, &str)> = tags
+        .iter()
+        .zip(&values)
+        .map(|((t, _), v)| (*t, v.as_str()))
+        .collect();
     meshward_core::metrics::tagged_name(base, &tags)
 }
 
@@ -55,11 +62,23 @@ impl Metrics {
     /// Records the outcomes of one request decision.
     pub fn record(&self, host: &dyn Host, decision: &RequestDecision) {
         let id = decision.id_outcome;
-        self.increment(host, REQUEST_IDS, &[("action", id.action.as_str()), ("reason", id.reason)]);
+        self.increment(
+            host,
+            REQUEST_IDS,
+            &[("action", id.action.as_str()), ("reason", id.reason)],
+        );
         let trace = decision.trace_outcome;
-        self.increment(host, TRACE_CONTEXTS, &[("action", trace.action.as_str()), ("reason", trace.reason)]);
+        self.increment(
+            host,
+            TRACE_CONTEXTS,
+            &[("action", trace.action.as_str()), ("reason", trace.reason)],
+        );
         if let Some(state) = decision.state_outcome {
-            self.increment(host, TRACESTATES, &[("action", state.action.as_str()), ("reason", state.reason)]);
+            self.increment(
+                host,
+                TRACESTATES,
+                &[("action", state.action.as_str()), ("reason", state.reason)],
+            );
         }
     }
 }
@@ -83,9 +102,18 @@ mod tests {
         let host = MockHost::new();
         let metrics = Metrics::default();
         for _ in 0..3 {
-            metrics.increment(&host, TRACE_CONTEXTS, &[("action", "started"), ("reason", "absent")]);
+            metrics.increment(
+                &host,
+                TRACE_CONTEXTS,
+                &[("action", "started"), ("reason", "absent")],
+            );
         }
-        assert_eq!(host.metric_value("action=.=started;.;reason=.=absent;.;meshward_trace_id_trace_contexts_total"), Some(3));
+        assert_eq!(
+            host.metric_value(
+                "action=.=started;.;reason=.=absent;.;meshward_trace_id_trace_contexts_total"
+            ),
+            Some(3)
+        );
         assert_eq!(metrics.ids.borrow().len(), 1);
     }
 }

@@ -33,7 +33,10 @@ impl RootContext for TraceIdRoot {
         let bytes = match host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(e) => {
-                host.log(LogLevel::Error, &format!("trace-id: cannot read plugin config: {e}"));
+                host.log(
+                    LogLevel::Error,
+                    &format!("trace-id: cannot read plugin config: {e}"),
+                );
                 return false;
             }
         };
@@ -43,7 +46,11 @@ impl RootContext for TraceIdRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Must be Some: the SDK panics on None. Without a config the stream passes untouched.
-        Some(Box::new(TraceId { config: self.config.clone(), metrics: Rc::clone(&self.metrics), memo: None }))
+        Some(Box::new(TraceId {
+            config: self.config.clone(),
+            metrics: Rc::clone(&self.metrics),
+            memo: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -75,7 +82,12 @@ impl HttpContext for TraceId {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(config) = &self.config {
-            filter::on_response_headers(config, &self.metrics, &ProxyWasmHost::new(), self.memo.as_ref());
+            filter::on_response_headers(
+                config,
+                &self.metrics,
+                &ProxyWasmHost::new(),
+                self.memo.as_ref(),
+            );
         }
         Action::Continue
     }

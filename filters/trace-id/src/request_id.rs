@@ -64,8 +64,14 @@ fn is_uuid(value: &[u8]) -> bool {
         8 | 13 | 18 | 23 => *b == b'-',
         _ => b.is_ascii_hexdigit(),
     });
-    let version_ok = matches!(value.get(14).map(u8::to_ascii_lowercase), Some(b'1'..=b'9' | b'a' | b'b'));
-    let variant_ok = matches!(value.get(19).map(u8::to_ascii_lowercase), Some(b'8' | b'9' | b'a' | b'b'));
+    let version_ok = matches!(
+        value.get(14).map(u8::to_ascii_lowercase),
+        Some(b'1'..=b'9' | b'a' | b'b')
+    );
+    let variant_ok = matches!(
+        value.get(19).map(u8::to_ascii_lowercase),
+        Some(b'8' | b'9' | b'a' | b'b')
+    );
     shape_ok && version_ok && variant_ok
 }
 
@@ -73,7 +79,11 @@ fn is_uuid(value: &[u8]) -> bool {
 ///
 /// # Errors
 /// The first rule the value breaks.
-pub fn validate(raw: &[u8], max_len: usize, validation: Validation) -> Result<String, InvalidRequestId> {
+pub fn validate(
+    raw: &[u8],
+    max_len: usize,
+    validation: Validation,
+) -> Result<String, InvalidRequestId> {
     let value = crate::traceparent::trim_ows(raw);
     if value.is_empty() {
         return Err(InvalidRequestId::Empty);
@@ -134,11 +144,15 @@ impl Cidr {
         };
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -161,7 +175,10 @@ mod tests {
 
     #[test]
     fn accepts_safe_tokens_and_trims_whitespace() {
-        assert_eq!(validate(b" abc-123_x.y:z ", 128, Validation::Token).as_deref(), Ok("abc-123_x.y:z"));
+        assert_eq!(
+            validate(b" abc-123_x.y:z ", 128, Validation::Token).as_deref(),
+            Ok("abc-123_x.y:z")
+        );
     }
 
     #[test]
@@ -175,9 +192,16 @@ mod tests {
             (b"id\r\nx-evil: 1", InvalidRequestId::Charset),
         ];
         for (value, err) in cases {
-            assert_eq!(validate(value, 128, Validation::Token), Err(err), "{value:?}");
+            assert_eq!(
+                validate(value, 128, Validation::Token),
+                Err(err),
+                "{value:?}"
+            );
         }
-        assert_eq!(validate(&[b'a'; 129], 128, Validation::Token), Err(InvalidRequestId::TooLong));
+        assert_eq!(
+            validate(&[b'a'; 129], 128, Validation::Token),
+            Err(InvalidRequestId::TooLong)
+        );
         assert!(validate(&[b'a'; 128], 128, Validation::Token).is_ok());
     }
 
@@ -185,10 +209,21 @@ mod tests {
     fn uuid_mode_accepts_envoy_packed_trace_reason_nibbles() {
         for nibble in ['4', '9', 'a', 'b', '7', 'A'] {
             let id = format!("6b3e2c1a-1d2e-{nibble}f00-8a1b-0123456789ab");
-            assert!(validate(id.as_bytes(), 128, Validation::Uuid).is_ok(), "{id}");
+            assert!(
+                validate(id.as_bytes(), 128, Validation::Uuid).is_ok(),
+                "{id}"
+            );
         }
-        for bad in ["6b3e2c1a-1d2e-cf00-8a1b-0123456789ab", "6b3e2c1a-1d2e-4f00-ca1b-0123456789ab", "6b3e2c1a1d2e4f008a1b0123456789ab"] {
-            assert_eq!(validate(bad.as_bytes(), 128, Validation::Uuid), Err(InvalidRequestId::NotUuid), "{bad}");
+        for bad in [
+            "6b3e2c1a-1d2e-cf00-8a1b-0123456789ab",
+            "6b3e2c1a-1d2e-4f00-ca1b-0123456789ab",
+            "6b3e2c1a1d2e4f008a1b0123456789ab",
+        ] {
+            assert_eq!(
+                validate(bad.as_bytes(), 128, Validation::Uuid),
+                Err(InvalidRequestId::NotUuid),
+                "{bad}"
+            );
         }
     }
 
@@ -204,9 +239,21 @@ mod tests {
         assert!(net.contains("10.1.2.3".parse().unwrap()));
         assert!(!net.contains("10.2.0.1".parse().unwrap()));
         assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
-        assert!(Cidr::try_new("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
-        assert!(Cidr::try_new("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
-        assert!(Cidr::try_new("192.168.1.1").unwrap().contains("192.168.1.1".parse().unwrap()));
+        assert!(
+            Cidr::try_new("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Cidr::try_new("fd00::/8")
+                .unwrap()
+                .contains("fd12::1".parse().unwrap())
+        );
+        assert!(
+            Cidr::try_new("192.168.1.1")
+                .unwrap()
+                .contains("192.168.1.1".parse().unwrap())
+        );
         for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129"] {
             assert!(Cidr::try_new(bad).is_err(), "{bad}");
         }
@@ -214,8 +261,14 @@ mod tests {
 
     #[test]
     fn parses_envoy_source_addresses() {
-        assert_eq!(parse_peer_address(b"10.0.0.1:5000"), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(parse_peer_address(b"[::1]:5000"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            parse_peer_address(b"10.0.0.1:5000"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_peer_address(b"[::1]:5000"),
+            Some("::1".parse().unwrap())
+        );
         assert_eq!(parse_peer_address(b"::1"), Some("::1".parse().unwrap()));
         assert_eq!(parse_peer_address(b"nope"), None);
     }

@@ -95,8 +95,14 @@ pub struct Parsed {
 
 /// Optional whitespace per RFC 9110 §5.6.3: space and horizontal tab.
 pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {
-    let start = value.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(value.len());
-    let end = value.iter().rposition(|b| *b != b' ' && *b != b'\t').map_or(start, |i| i + 1);
+    let start = value
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |i| i + 1);
     value.get(start..end).unwrap_or_default()
 }
 
@@ -138,7 +144,11 @@ fn byte_at(value: &[u8], index: usize) -> Option<u8> {
 }
 
 /// A field must be followed by `-`; a hex digit there means the field itself is too long.
-fn expect_dash(value: &[u8], index: usize, too_long: InvalidTraceParent) -> Result<(), InvalidTraceParent> {
+fn expect_dash(
+    value: &[u8],
+    index: usize,
+    too_long: InvalidTraceParent,
+) -> Result<(), InvalidTraceParent> {
     match byte_at(value, index) {
         Some(b'-') => Ok(()),
         Some(byte) if byte.is_ascii_hexdigit() => Err(too_long),
@@ -180,9 +190,11 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, InvalidTraceParent> {
     if value.len() < V00_LEN {
         return Err(InvalidTraceParent::Length);
     }
-    let trace_id = decode_lower_hex::<16>(field(value, 3, 32)).ok_or(InvalidTraceParent::TraceId)?;
+    let trace_id =
+        decode_lower_hex::<16>(field(value, 3, 32)).ok_or(InvalidTraceParent::TraceId)?;
     expect_dash(value, 35, InvalidTraceParent::TraceId)?;
-    let parent_id = decode_lower_hex::<8>(field(value, 36, 16)).ok_or(InvalidTraceParent::ParentId)?;
+    let parent_id =
+        decode_lower_hex::<8>(field(value, 36, 16)).ok_or(InvalidTraceParent::ParentId)?;
     expect_dash(value, 52, InvalidTraceParent::ParentId)?;
     let [flags] = decode_lower_hex::<1>(field(value, 53, 2)).ok_or(InvalidTraceParent::Flags)?;
     match (version, byte_at(value, V00_LEN)) {
@@ -198,10 +210,18 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, InvalidTraceParent> {
     if parent_id == [0; 8] {
         return Err(InvalidTraceParent::ZeroParentId);
     }
-    let context = TraceParent { trace_id, parent_id, flags: flags & KNOWN_FLAGS };
+    let context = TraceParent {
+        trace_id,
+        parent_id,
+        flags: flags & KNOWN_FLAGS,
+    };
     let future_version = version != 0;
     let needs_rewrite = future_version || value.len() != raw.len() || context.flags != flags;
-    Ok(Parsed { context, future_version, needs_rewrite })
+    Ok(Parsed {
+        context,
+        future_version,
+        needs_rewrite,
+    })
 }
 
 impl TraceParent {
@@ -252,7 +272,10 @@ mod tests {
     fn parses_and_formats_the_spec_example() {
         let parsed = parse(VALID.as_bytes()).unwrap();
         assert_eq!(parsed.context.format(), VALID);
-        assert_eq!(parsed.context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            parsed.context.trace_id_hex(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(parsed.context.parent_id_hex(), "00f067aa0ba902b7");
         assert!(parsed.context.sampled());
         assert!(!parsed.context.random());

@@ -68,19 +68,28 @@ const fn is_key_char(byte: u8) -> bool {
 fn valid_key(key: &[u8]) -> bool {
     match key.iter().position(|b| *b == b'@') {
         None => match key.split_first() {
-            Some((first, rest)) => is_lcalpha(*first) && rest.len() <= 255 && rest.iter().all(|b| is_key_char(*b)),
+            Some((first, rest)) => {
+                is_lcalpha(*first) && rest.len() <= 255 && rest.iter().all(|b| is_key_char(*b))
+            }
             None => false,
         },
         Some(at) => {
-            let (tenant, system) = (key.get(..at).unwrap_or_default(), key.get(at + 1..).unwrap_or_default());
+            let (tenant, system) = (
+                key.get(..at).unwrap_or_default(),
+                key.get(at + 1..).unwrap_or_default(),
+            );
             let tenant_ok = match tenant.split_first() {
                 Some((first, rest)) => {
-                    (is_lcalpha(*first) || first.is_ascii_digit()) && rest.len() <= 240 && rest.iter().all(|b| is_key_char(*b))
+                    (is_lcalpha(*first) || first.is_ascii_digit())
+                        && rest.len() <= 240
+                        && rest.iter().all(|b| is_key_char(*b))
                 }
                 None => false,
             };
             let system_ok = match system.split_first() {
-                Some((first, rest)) => is_lcalpha(*first) && rest.len() <= 13 && rest.iter().all(|b| is_key_char(*b)),
+                Some((first, rest)) => {
+                    is_lcalpha(*first) && rest.len() <= 13 && rest.iter().all(|b| is_key_char(*b))
+                }
                 None => false,
             };
             tenant_ok && system_ok
@@ -92,7 +101,9 @@ fn valid_key(key: &[u8]) -> bool {
 fn valid_value(value: &[u8]) -> bool {
     let nblk = |b: u8| matches!(b, 0x21..=0x2b | 0x2d..=0x3c | 0x3e..=0x7e);
     match value.split_last() {
-        Some((last, rest)) => nblk(*last) && rest.len() <= 255 && rest.iter().all(|b| *b == b' ' || nblk(*b)),
+        Some((last, rest)) => {
+            nblk(*last) && rest.len() <= 255 && rest.iter().all(|b| *b == b' ' || nblk(*b))
+        }
         None => false,
     }
 }
@@ -113,7 +124,10 @@ impl TraceState {
             if member.is_empty() {
                 continue;
             }
-            let eq = member.iter().position(|b| *b == b'=').ok_or(InvalidTraceState::Member)?;
+            let eq = member
+                .iter()
+                .position(|b| *b == b'=')
+                .ok_or(InvalidTraceState::Member)?;
             let key = member.get(..eq).unwrap_or_default();
             let value = member.get(eq + 1..).unwrap_or_default();
             if !valid_key(key) {
@@ -189,8 +203,13 @@ mod tests {
 
     #[test]
     fn combines_headers_in_order_and_drops_ows() {
-        let state = parse(&["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE \t, \t foo=1"]).unwrap().unwrap();
-        assert_eq!(state.format(), "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,foo=1");
+        let state = parse(&["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE \t, \t foo=1"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state.format(),
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE,foo=1"
+        );
     }
 
     #[test]

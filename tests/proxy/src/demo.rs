@@ -19,8 +19,14 @@ use crate::upstreams;
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn start_echo(listen: &str, name: &str, shutdown: &watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding echo {name} on {listen}"))?;
+pub async fn start_echo(
+    listen: &str,
+    name: &str,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding echo {name} on {listen}"))?;
     let addr = listener.local_addr()?;
     let name = name.to_owned();
     tokio::spawn(http::serve(listener, shutdown.clone(), move |request| {
@@ -34,11 +40,18 @@ pub async fn start_echo(listen: &str, name: &str, shutdown: &watch::Receiver<boo
 ///
 /// # Errors
 /// The file cannot be read or is not JSON; the address cannot be bound.
-pub async fn start_json_file(listen: &str, file: &Path, shutdown: &watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
+pub async fn start_json_file(
+    listen: &str,
+    file: &Path,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    serde_json::from_slice::<serde_json::Value>(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .with_context(|| format!("{} is not JSON", file.display()))?;
     let document = Bytes::from(text);
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding the JWKS server on {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the JWKS server on {listen}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(http::serve(listener, shutdown.clone(), move |request| {
         let answer = upstreams::static_json(&document, &request);
@@ -73,7 +86,11 @@ pub fn demo_upstreams(config: &ProxyConfig) -> BTreeMap<String, Option<DemoUpstr
 }
 
 /// Ready-to-paste `curl` examples for the filters and routes in `config`.
-pub fn curl_examples(config: &ProxyConfig, listener: SocketAddr, admin: Option<SocketAddr>) -> String {
+pub fn curl_examples(
+    config: &ProxyConfig,
+    listener: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> String {
     let base = format!("http://{listener}");
     let mut out = String::new();
     let mut number = 0;
@@ -85,7 +102,11 @@ pub fn curl_examples(config: &ProxyConfig, listener: SocketAddr, admin: Option<S
     let modules: Vec<String> = config
         .wasm_filters
         .iter()
-        .filter_map(|f| f.module_path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter_map(|f| {
+            f.module_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .collect();
     if modules.iter().any(|m| m == "trace-id") {
         example(
@@ -120,19 +141,29 @@ pub fn curl_examples(config: &ProxyConfig, listener: SocketAddr, admin: Option<S
         match &route.action {
             RouteActionConfig::Direct { status, .. } => example(
                 &mut out,
-                &format!("route `{}`: answered by the route table itself (direct_response {status})", route.name),
+                &format!(
+                    "route `{}`: answered by the route table itself (direct_response {status})",
+                    route.name
+                ),
                 format!("curl -si {base}{path}"),
             ),
             RouteActionConfig::Cluster { name, .. } if !headers.is_empty() => example(
                 &mut out,
-                &format!("route `{}`: chosen by a header match, served by {name} (see \"upstream\")", route.name),
+                &format!(
+                    "route `{}`: chosen by a header match, served by {name} (see \"upstream\")",
+                    route.name
+                ),
                 format!("curl -s {headers}{base}{path}"),
             ),
             RouteActionConfig::Weighted { clusters, .. } => {
                 let split: Vec<String> = clusters.iter().map(|(n, w)| format!("{n} {w}")).collect();
                 example(
                     &mut out,
-                    &format!("route `{}`: weighted clusters ({}), picked by request id", route.name, split.join(" / ")),
+                    &format!(
+                        "route `{}`: weighted clusters ({}), picked by request id",
+                        route.name,
+                        split.join(" / ")
+                    ),
                     format!(
                         "for i in $(seq 10); do curl -s {headers}{base}{path} | grep -o '\"upstream\":\"[^\"]*\"'; done"
                     ),
@@ -163,14 +194,21 @@ mod tests {
     #[test]
     fn every_shipped_cluster_has_a_demo_upstream() {
         let upstreams = demo_upstreams(&config());
-        assert_eq!(upstreams.get("echo-v1"), Some(&Some(DemoUpstream::Echo("v1".to_owned()))));
+        assert_eq!(
+            upstreams.get("echo-v1"),
+            Some(&Some(DemoUpstream::Echo("v1".to_owned())))
+        );
         assert_eq!(upstreams.get("jwks"), Some(&Some(DemoUpstream::JwksFile)));
         assert!(upstreams.values().all(Option::is_some), "{upstreams:?}");
     }
 
     #[test]
     fn examples_cover_trace_id_routes_and_metrics() {
-        let text = curl_examples(&config(), "127.0.0.1:10000".parse().unwrap(), Some("127.0.0.1:9901".parse().unwrap()));
+        let text = curl_examples(
+            &config(),
+            "127.0.0.1:10000".parse().unwrap(),
+            Some("127.0.0.1:9901".parse().unwrap()),
+        );
         for expected in [
             "curl -si http://127.0.0.1:10000/anything",
             "traceparent: 00-ABC-not-valid-01",

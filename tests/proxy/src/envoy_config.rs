@@ -37,7 +37,10 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError { path: path.into(), reason: reason.into() }
+    ConfigError {
+        path: path.into(),
+        reason: reason.into(),
+    }
 }
 
 fn join(prefix: &str, suffix: &str) -> String {
@@ -124,7 +127,10 @@ struct StaticResources {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Listener {
-    #[expect(dead_code, reason = "accepted as Envoy writes it; the dev proxy has no use for it")]
+    #[expect(
+        dead_code,
+        reason = "accepted as Envoy writes it; the dev proxy has no use for it"
+    )]
     #[serde(default)]
     name: String,
     address: Address,
@@ -147,7 +153,10 @@ struct NamedTypedConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpConnectionManager {
-    #[expect(dead_code, reason = "accepted as Envoy writes it; the dev proxy has no use for it")]
+    #[expect(
+        dead_code,
+        reason = "accepted as Envoy writes it; the dev proxy has no use for it"
+    )]
     stat_prefix: String,
     generate_request_id: Option<bool>,
     #[serde(default)]
@@ -167,7 +176,10 @@ struct Router {}
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouteConfiguration {
-    #[expect(dead_code, reason = "accepted as Envoy writes it; the dev proxy has no use for it")]
+    #[expect(
+        dead_code,
+        reason = "accepted as Envoy writes it; the dev proxy has no use for it"
+    )]
     #[serde(default)]
     name: String,
     virtual_hosts: Vec<RawVirtualHost>,
@@ -208,7 +220,10 @@ struct RawRouteMatch {
 #[serde(deny_unknown_fields)]
 struct RawRegexMatcher {
     regex: String,
-    #[expect(dead_code, reason = "accepted as Envoy writes it; the dev proxy has no use for it")]
+    #[expect(
+        dead_code,
+        reason = "accepted as Envoy writes it; the dev proxy has no use for it"
+    )]
     google_re2: Option<Empty>,
 }
 
@@ -429,9 +444,18 @@ pub enum HeaderMatchKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteActionConfig {
-    Cluster { name: String, timeout: Duration },
-    Weighted { clusters: Vec<(String, u32)>, timeout: Duration },
-    Direct { status: u16, body: String },
+    Cluster {
+        name: String,
+        timeout: Duration,
+    },
+    Weighted {
+        clusters: Vec<(String, u32)>,
+        timeout: Duration,
+    },
+    Direct {
+        status: u16,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,17 +500,26 @@ pub fn parse_proto_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(value))
 }
 
-fn duration_field(text: Option<&String>, path: &str, default: Duration) -> Result<Duration, ConfigError> {
+fn duration_field(
+    text: Option<&String>,
+    path: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match text {
         None => Ok(default),
         Some(text) => parse_proto_duration(text).ok_or_else(|| {
-            err(path, format!("`{text}` is not a protobuf Duration (e.g. \"1s\", \"0.25s\")"))
+            err(
+                path,
+                format!("`{text}` is not a protobuf Duration (e.g. \"1s\", \"0.25s\")"),
+            )
         }),
     }
 }
 
 fn validate(bootstrap: Bootstrap) -> Result<ProxyConfig, ConfigError> {
-    let admin_port = bootstrap.admin.map(|admin| admin.address.socket_address.port_value);
+    let admin_port = bootstrap
+        .admin
+        .map(|admin| admin.address.socket_address.port_value);
     let stats_tags = validate_stats_tags(bootstrap.stats_config)?;
 
     let resources = bootstrap.static_resources;
@@ -495,7 +528,10 @@ fn validate(bootstrap: Bootstrap) -> Result<ProxyConfig, ConfigError> {
     let [listener] = <[Listener; 1]>::try_from(resources.listeners).map_err(|listeners| {
         err(
             "static_resources.listeners",
-            format!("the dev proxy serves exactly one listener, found {}", listeners.len()),
+            format!(
+                "the dev proxy serves exactly one listener, found {}",
+                listeners.len()
+            ),
         )
     })?;
     let listener_path = "static_resources.listeners[0]";
@@ -503,7 +539,10 @@ fn validate(bootstrap: Bootstrap) -> Result<ProxyConfig, ConfigError> {
     let [chain] = <[FilterChain; 1]>::try_from(listener.filter_chains).map_err(|chains| {
         err(
             format!("{listener_path}.filter_chains"),
-            format!("the dev proxy serves exactly one filter chain, found {}", chains.len()),
+            format!(
+                "the dev proxy serves exactly one filter chain, found {}",
+                chains.len()
+            ),
         )
     })?;
     let chain_path = format!("{listener_path}.filter_chains[0].filters");
@@ -544,18 +583,36 @@ fn validate(bootstrap: Bootstrap) -> Result<ProxyConfig, ConfigError> {
         let _: StdoutAccessLog = decode(body, &log_path)?;
     }
     let wasm_filters = validate_http_filters(hcm.http_filters, &hcm_path)?;
-    let virtual_hosts =
-        validate_route_config(hcm.route_config, &format!("{hcm_path}.route_config"), &clusters)?;
+    let virtual_hosts = validate_route_config(
+        hcm.route_config,
+        &format!("{hcm_path}.route_config"),
+        &clusters,
+    )?;
 
-    Ok(ProxyConfig { listener_port, admin_port, stats_tags, wasm_filters, virtual_hosts, clusters })
+    Ok(ProxyConfig {
+        listener_port,
+        admin_port,
+        stats_tags,
+        wasm_filters,
+        virtual_hosts,
+        clusters,
+    })
 }
 
 fn validate_stats_tags(config: Option<StatsConfig>) -> Result<Vec<StatsTag>, ConfigError> {
     let mut tags = Vec::new();
-    for (index, raw) in config.map(|c| c.stats_tags).unwrap_or_default().into_iter().enumerate() {
+    for (index, raw) in config
+        .map(|c| c.stats_tags)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let path = format!("stats_config.stats_tags[{index}].regex");
         regex::Regex::new(&raw.regex).map_err(|e| err(&path, format!("invalid regex: {e}")))?;
-        tags.push(StatsTag { tag_name: raw.tag_name, regex: raw.regex });
+        tags.push(StatsTag {
+            tag_name: raw.tag_name,
+            regex: raw.regex,
+        });
     }
     Ok(tags)
 }
@@ -596,7 +653,10 @@ fn validate_http_filters(
         }
     }
     if !saw_router {
-        return Err(err(format!("{hcm_path}.http_filters"), "the last HTTP filter must be the router"));
+        return Err(err(
+            format!("{hcm_path}.http_filters"),
+            "the last HTTP filter must be the router",
+        ));
     }
     Ok(wasm_filters)
 }
@@ -611,7 +671,9 @@ fn validate_wasm(
     if runtime != "envoy.wasm.runtime.v8" && runtime != "envoy.wasm.runtime.wasmtime" {
         return Err(err(
             format!("{config_path}.vm_config.runtime"),
-            format!("unsupported runtime `{runtime}`; use envoy.wasm.runtime.v8 (the dev proxy runs it on wasmtime)"),
+            format!(
+                "unsupported runtime `{runtime}`; use envoy.wasm.runtime.v8 (the dev proxy runs it on wasmtime)"
+            ),
         ));
     }
     let configuration = match config.configuration {
@@ -622,14 +684,20 @@ fn validate_wasm(
             if type_url != STRING_VALUE_TYPE {
                 return Err(err(
                     join(&any_path, "@type"),
-                    format!("unsupported configuration type `{type_url}`; use {STRING_VALUE_TYPE} holding JSON"),
+                    format!(
+                        "unsupported configuration type `{type_url}`; use {STRING_VALUE_TYPE} holding JSON"
+                    ),
                 ));
             }
             let value: RawStringValue = decode(body, &any_path)?;
             value.value
         }
     };
-    let plugin_name = if config.name.is_empty() { filter_name.to_owned() } else { config.name };
+    let plugin_name = if config.name.is_empty() {
+        filter_name.to_owned()
+    } else {
+        config.name
+    };
     Ok(WasmFilterConfig {
         plugin_name,
         root_id: config.root_id,
@@ -650,14 +718,21 @@ fn validate_route_config(
     for (vh_index, raw_vh) in config.virtual_hosts.into_iter().enumerate() {
         let vh_path = format!("{path}.virtual_hosts[{vh_index}]");
         if raw_vh.domains.is_empty() {
-            return Err(err(format!("{vh_path}.domains"), "needs at least one domain"));
+            return Err(err(
+                format!("{vh_path}.domains"),
+                "needs at least one domain",
+            ));
         }
         let mut routes = Vec::new();
         for (route_index, raw_route) in raw_vh.routes.into_iter().enumerate() {
             let route_path = format!("{vh_path}.routes[{route_index}]");
             routes.push(validate_route(raw_route, &route_path, clusters)?);
         }
-        virtual_hosts.push(VirtualHostConfig { name: raw_vh.name, domains: raw_vh.domains, routes });
+        virtual_hosts.push(VirtualHostConfig {
+            name: raw_vh.name,
+            domains: raw_vh.domains,
+            routes,
+        });
     }
     Ok(virtual_hosts)
 }
@@ -674,12 +749,18 @@ fn validate_route(
         (None, Some(exact), None) => PathMatch::Exact(exact),
         (None, None, Some(re)) => {
             regex::Regex::new(&re.regex).map_err(|e| {
-                err(format!("{match_path}.safe_regex.regex"), format!("invalid regex: {e}"))
+                err(
+                    format!("{match_path}.safe_regex.regex"),
+                    format!("invalid regex: {e}"),
+                )
             })?;
             PathMatch::Regex(re.regex)
         }
         _ => {
-            return Err(err(match_path, "needs exactly one of `prefix`, `path`, `safe_regex`"));
+            return Err(err(
+                match_path,
+                "needs exactly one of `prefix`, `path`, `safe_regex`",
+            ));
         }
     };
     let mut headers = Vec::new();
@@ -689,7 +770,10 @@ fn validate_route(
             (Some(sm), None) => string_match_kind(sm, &format!("{header_path}.string_match"))?,
             (None, Some(present)) => HeaderMatchKind::Present(present),
             _ => {
-                return Err(err(header_path, "needs exactly one of `string_match`, `present_match`"));
+                return Err(err(
+                    header_path,
+                    "needs exactly one of `string_match`, `present_match`",
+                ));
             }
         };
         headers.push(HeaderMatchConfig {
@@ -701,8 +785,11 @@ fn validate_route(
     let action = match (raw.route, raw.direct_response) {
         (Some(action), None) => {
             let action_path = format!("{path}.route");
-            let timeout =
-                duration_field(action.timeout.as_ref(), &format!("{action_path}.timeout"), DEFAULT_ROUTE_TIMEOUT)?;
+            let timeout = duration_field(
+                action.timeout.as_ref(),
+                &format!("{action_path}.timeout"),
+                DEFAULT_ROUTE_TIMEOUT,
+            )?;
             match (action.cluster, action.weighted_clusters) {
                 (Some(name), None) => {
                     require_cluster(clusters, &name, &format!("{action_path}.cluster"))?;
@@ -716,17 +803,27 @@ fn validate_route(
                     let mut total: u64 = 0;
                     let mut list = Vec::new();
                     for (index, entry) in weighted.clusters.into_iter().enumerate() {
-                        require_cluster(clusters, &entry.name, &format!("{weighted_path}[{index}].name"))?;
+                        require_cluster(
+                            clusters,
+                            &entry.name,
+                            &format!("{weighted_path}[{index}].name"),
+                        )?;
                         total += u64::from(entry.weight);
                         list.push((entry.name, entry.weight));
                     }
                     if total == 0 {
                         return Err(err(weighted_path, "the weights add up to zero"));
                     }
-                    RouteActionConfig::Weighted { clusters: list, timeout }
+                    RouteActionConfig::Weighted {
+                        clusters: list,
+                        timeout,
+                    }
                 }
                 _ => {
-                    return Err(err(action_path, "needs exactly one of `cluster`, `weighted_clusters`"));
+                    return Err(err(
+                        action_path,
+                        "needs exactly one of `cluster`, `weighted_clusters`",
+                    ));
                 }
             }
         }
@@ -752,7 +849,10 @@ fn string_match_kind(raw: RawStringMatcher, path: &str) -> Result<HeaderMatchKin
         (None, Some(value), None, None) => Ok(HeaderMatchKind::Prefix { value, ignore_case }),
         (None, None, Some(value), None) => Ok(HeaderMatchKind::Suffix { value, ignore_case }),
         (None, None, None, Some(value)) => Ok(HeaderMatchKind::Contains { value, ignore_case }),
-        _ => Err(err(path, "needs exactly one of `exact`, `prefix`, `suffix`, `contains`")),
+        _ => Err(err(
+            path,
+            "needs exactly one of `exact`, `prefix`, `suffix`, `contains`",
+        )),
     }
 }
 
@@ -764,7 +864,10 @@ fn require_cluster(
     if clusters.contains_key(name) {
         Ok(())
     } else {
-        Err(err(path, format!("unknown cluster `{name}` (not in static_resources.clusters)")))
+        Err(err(
+            path,
+            format!("unknown cluster `{name}` (not in static_resources.clusters)"),
+        ))
     }
 }
 
@@ -777,7 +880,9 @@ fn validate_clusters(raw: Vec<RawCluster>) -> Result<BTreeMap<String, ClusterCon
             Some(other) => {
                 return Err(err(
                     format!("{path}.type"),
-                    format!("unsupported cluster type `{other}`; use STATIC, STRICT_DNS or LOGICAL_DNS"),
+                    format!(
+                        "unsupported cluster type `{other}`; use STATIC, STRICT_DNS or LOGICAL_DNS"
+                    ),
                 ));
             }
         }
@@ -786,7 +891,9 @@ fn validate_clusters(raw: Vec<RawCluster>) -> Result<BTreeMap<String, ClusterCon
             Some(other) => {
                 return Err(err(
                     format!("{path}.lb_policy"),
-                    format!("unsupported lb_policy `{other}`; the dev proxy uses the first endpoint"),
+                    format!(
+                        "unsupported lb_policy `{other}`; the dev proxy uses the first endpoint"
+                    ),
                 ));
             }
         }
@@ -798,7 +905,10 @@ fn validate_clusters(raw: Vec<RawCluster>) -> Result<BTreeMap<String, ClusterCon
         if cluster.load_assignment.cluster_name != cluster.name {
             return Err(err(
                 format!("{path}.load_assignment.cluster_name"),
-                format!("`{}` differs from the cluster name `{}`", cluster.load_assignment.cluster_name, cluster.name),
+                format!(
+                    "`{}` differs from the cluster name `{}`",
+                    cluster.load_assignment.cluster_name, cluster.name
+                ),
             ));
         }
         let first = cluster
@@ -807,13 +917,28 @@ fn validate_clusters(raw: Vec<RawCluster>) -> Result<BTreeMap<String, ClusterCon
             .into_iter()
             .flat_map(|locality| locality.lb_endpoints)
             .next()
-            .ok_or_else(|| err(format!("{path}.load_assignment.endpoints"), "needs at least one endpoint"))?;
+            .ok_or_else(|| {
+                err(
+                    format!("{path}.load_assignment.endpoints"),
+                    "needs at least one endpoint",
+                )
+            })?;
         let socket = first.endpoint.address.socket_address;
         let address = format!("{}:{}", socket.address, socket.port_value);
         if clusters.contains_key(&cluster.name) {
-            return Err(err(format!("{path}.name"), format!("duplicate cluster `{}`", cluster.name)));
+            return Err(err(
+                format!("{path}.name"),
+                format!("duplicate cluster `{}`", cluster.name),
+            ));
         }
-        clusters.insert(cluster.name.clone(), ClusterConfig { name: cluster.name, address, connect_timeout });
+        clusters.insert(
+            cluster.name.clone(),
+            ClusterConfig {
+                name: cluster.name,
+                address,
+                connect_timeout,
+            },
+        );
     }
     Ok(clusters)
 }
@@ -834,14 +959,25 @@ mod tests {
         assert_eq!(config.admin_port, Some(9901));
         assert!(config.stats_tags.iter().any(|t| t.tag_name == "action"));
         let first = config.wasm_filters.first().unwrap();
-        assert_eq!(first.module_path, PathBuf::from("/etc/envoy/wasm/trace-id.wasm"));
+        assert_eq!(
+            first.module_path,
+            PathBuf::from("/etc/envoy/wasm/trace-id.wasm")
+        );
         assert!(first.fail_open);
         serde_json::from_str::<serde_json::Value>(&first.configuration).unwrap();
         assert!(config.clusters.contains_key("echo-v1"));
         assert!(config.clusters.contains_key("jwks"));
         let routes = &config.virtual_hosts.first().unwrap().routes;
-        assert!(routes.iter().any(|r| matches!(r.action, RouteActionConfig::Direct { .. })));
-        assert!(routes.iter().any(|r| matches!(r.action, RouteActionConfig::Weighted { .. })));
+        assert!(
+            routes
+                .iter()
+                .any(|r| matches!(r.action, RouteActionConfig::Direct { .. }))
+        );
+        assert!(
+            routes
+                .iter()
+                .any(|r| matches!(r.action, RouteActionConfig::Weighted { .. }))
+        );
     }
 
     /// Each mutation of the shipped file must be refused, naming this path and reason.
@@ -903,7 +1039,10 @@ mod tests {
             let text = base.replacen(from, to, 1);
             let error = parse(&text).unwrap_err();
             assert_eq!(error.path, *path, "for mutation {to:?}: {error}");
-            assert!(error.reason.contains(reason), "for mutation {to:?}: {error}");
+            assert!(
+                error.reason.contains(reason),
+                "for mutation {to:?}: {error}"
+            );
         }
     }
 

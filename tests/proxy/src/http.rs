@@ -32,7 +32,9 @@ impl Message {
 
     /// `:status` as a number (0 when absent or malformed).
     pub fn status(&self) -> u16 {
-        self.header(":status").and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -89,8 +91,17 @@ where
                 let handler = Arc::clone(&handler);
                 async move {
                     let response = match read_request(request).await {
-                        Ok(message) => handler(ServerRequest { message, peer, local }).await,
-                        Err(status) => plain_response(status, "request body too large or unreadable\n"),
+                        Ok(message) => {
+                            handler(ServerRequest {
+                                message,
+                                peer,
+                                local,
+                            })
+                            .await
+                        }
+                        Err(status) => {
+                            plain_response(status, "request body too large or unreadable\n")
+                        }
                     };
                     Ok::<_, Infallible>(to_hyper_response(response))
                 }
@@ -115,7 +126,10 @@ async fn read_request(request: hyper::Request<Incoming>) -> Result<Message, u16>
         (":method".to_owned(), parts.method.as_str().to_owned()),
         (
             ":path".to_owned(),
-            parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+            parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
         ),
     ];
     let authority = parts
@@ -131,9 +145,16 @@ async fn read_request(request: hyper::Request<Incoming>) -> Result<Message, u16>
         if name == hyper::header::HOST {
             continue;
         }
-        headers.push((name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        headers.push((
+            name.as_str().to_owned(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        ));
     }
-    let body = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|_| 413_u16)?.to_bytes();
+    let body = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| 413_u16)?
+        .to_bytes();
     Ok(Message { headers, body })
 }
 
@@ -152,7 +173,8 @@ fn to_hyper_response(message: Message) -> hyper::Response<Full<Bytes>> {
         builder = builder.header(name.as_str(), value.as_str());
     }
     builder.body(Full::new(body)).unwrap_or_else(|_| {
-        let mut fallback = hyper::Response::new(Full::new(Bytes::from_static(b"invalid response headers\n")));
+        let mut fallback =
+            hyper::Response::new(Full::new(Bytes::from_static(b"invalid response headers\n")));
         *fallback.status_mut() = hyper::StatusCode::BAD_GATEWAY;
         fallback
     })
@@ -201,11 +223,15 @@ pub async fn send(
         }
         builder = builder.header(name.as_str(), value.as_str());
     }
-    let hyper_request =
-        builder.body(Full::new(request.body.clone())).map_err(|e| ClientError::Reset(e.to_string()))?;
+    let hyper_request = builder
+        .body(Full::new(request.body.clone()))
+        .map_err(|e| ClientError::Reset(e.to_string()))?;
 
     let exchange = async {
-        let response = sender.send_request(hyper_request).await.map_err(|e| ClientError::Reset(e.to_string()))?;
+        let response = sender
+            .send_request(hyper_request)
+            .await
+            .map_err(|e| ClientError::Reset(e.to_string()))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_BODY_BYTES)
             .collect()
@@ -214,9 +240,14 @@ pub async fn send(
             .to_bytes();
         let mut headers = vec![(":status".to_owned(), parts.status.as_u16().to_string())];
         for (name, value) in &parts.headers {
-            headers.push((name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+            headers.push((
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ));
         }
         Ok::<Message, ClientError>(Message { headers, body })
     };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| ClientError::Timeout)?
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ClientError::Timeout)?
 }

@@ -60,13 +60,19 @@ fn parse_args(raw: &[String]) -> anyhow::Result<Args> {
                 }
                 args.workers = Some(workers);
             }
-            "--listen-port" => args.listen_port = Some(value()?.parse().context("--listen-port needs a port")?),
-            "--admin-port" => args.admin_port = Some(value()?.parse().context("--admin-port needs a port")?),
+            "--listen-port" => {
+                args.listen_port = Some(value()?.parse().context("--listen-port needs a port")?)
+            }
+            "--admin-port" => {
+                args.admin_port = Some(value()?.parse().context("--admin-port needs a port")?)
+            }
             "--cluster-addr" => {
                 let pair = value()?;
-                let (name, address) =
-                    pair.split_once('=').with_context(|| format!("--cluster-addr `{pair}`: expected NAME=HOST:PORT"))?;
-                args.cluster_addresses.insert(name.to_owned(), address.to_owned());
+                let (name, address) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--cluster-addr `{pair}`: expected NAME=HOST:PORT"))?;
+                args.cluster_addresses
+                    .insert(name.to_owned(), address.to_owned());
             }
             "--listen" => args.listen = Some(value()?.clone()),
             "--name" => args.name = Some(value()?.clone()),
@@ -89,7 +95,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = parse_args(rest).and_then(|args| {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting tokio")?;
         runtime.block_on(run(mode, args))
     });
     match result {
@@ -109,7 +118,11 @@ async fn run(mode: &str, args: Args) -> anyhow::Result<()> {
             println!(
                 "ok: {} wasm filter(s), {} route(s), {} cluster(s)",
                 config.wasm_filters.len(),
-                config.virtual_hosts.iter().map(|vh| vh.routes.len()).sum::<usize>(),
+                config
+                    .virtual_hosts
+                    .iter()
+                    .map(|vh| vh.routes.len())
+                    .sum::<usize>(),
                 config.clusters.len()
             );
             return Ok(());
@@ -140,36 +153,53 @@ async fn run(mode: &str, args: Args) -> anyhow::Result<()> {
             let mut cluster_addresses = BTreeMap::new();
             for (cluster, upstream) in demo::demo_upstreams(&config) {
                 let addr = match upstream {
-                    Some(DemoUpstream::Echo(name)) => demo::start_echo("127.0.0.1:0", &name, &shutdown).await?,
+                    Some(DemoUpstream::Echo(name)) => {
+                        demo::start_echo("127.0.0.1:0", &name, &shutdown).await?
+                    }
                     Some(DemoUpstream::JwksFile) => {
-                        let file =
-                            args.jwks_file.clone().unwrap_or_else(|| PathBuf::from("tests/fixtures/jwt-auth/jwks.json"));
+                        let file = args
+                            .jwks_file
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from("tests/fixtures/jwt-auth/jwks.json"));
                         demo::start_json_file("127.0.0.1:0", &file, &shutdown).await?
                     }
                     None => {
-                        eprintln!("demo: no demo upstream for cluster `{cluster}`; requests to it will fail");
+                        eprintln!(
+                            "demo: no demo upstream for cluster `{cluster}`; requests to it will fail"
+                        );
                         continue;
                     }
                 };
                 println!("upstream {cluster} listening on http://{addr}");
                 cluster_addresses.insert(cluster, addr.to_string());
             }
-            let options =
-                ProxyOptions { wasm_dir: args.wasm_dir.clone(), cluster_addresses, workers: args.workers.unwrap_or(2) };
+            let options = ProxyOptions {
+                wasm_dir: args.wasm_dir.clone(),
+                cluster_addresses,
+                workers: args.workers.unwrap_or(2),
+            };
             let bound = start_proxy(&config, &options, &args, &shutdown).await?;
             println!("\nready — try these (Ctrl-C stops everything):\n");
-            print!("{}", demo::curl_examples(&config, bound.listener, bound.admin));
+            print!(
+                "{}",
+                demo::curl_examples(&config, bound.listener, bound.admin)
+            );
         }
         other => bail!("unknown mode `{other}`\n\n{USAGE}"),
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("stopping");
     let _ = shutdown_tx.send(true);
     Ok(())
 }
 
 fn load_config(args: &Args) -> anyhow::Result<envoy_config::ProxyConfig> {
-    let path = args.config.clone().unwrap_or_else(|| PathBuf::from("envoy-local/envoy.yaml"));
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("envoy-local/envoy.yaml"));
     Ok(envoy_config::load(&path)?)
 }
 
@@ -184,7 +214,10 @@ async fn start_proxy(
     let admin_port = args.admin_port.or(config.admin_port);
     let bound = proxy::start(proxy, listener_port, admin_port, shutdown).await?;
     match bound.admin {
-        Some(admin) => println!("proxy listening on http://{} admin http://{admin}", bound.listener),
+        Some(admin) => println!(
+            "proxy listening on http://{} admin http://{admin}",
+            bound.listener
+        ),
         None => println!("proxy listening on http://{}", bound.listener),
     }
     Ok(bound)

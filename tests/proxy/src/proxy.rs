@@ -21,8 +21,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use meshward_host::{
-    CallReply, Chain, FailPolicy, HeaderMap, HostEngine, HttpCallResponse, HttpOutcome, LoadError, LogLevel,
-    PendingHttpCall, Plugin, PluginSpec, Request, Response, SharedState, StatsTag, StreamInfo, UpstreamRequest,
+    CallReply, Chain, FailPolicy, HeaderMap, HostEngine, HttpCallResponse, HttpOutcome, LoadError,
+    LogLevel, PendingHttpCall, Plugin, PluginSpec, Request, Response, SharedState, StatsTag,
+    StreamInfo, UpstreamRequest,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -58,7 +59,10 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("clusters", &self.clusters).field("workers", &self.workers).finish_non_exhaustive()
+        f.debug_struct("Proxy")
+            .field("clusters", &self.clusters)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,12 +106,18 @@ impl Proxy {
                     filter.module_path.display()
                 );
             }
-            let module = engine.load_file(&path).with_context(|| format!("loading {}", path.display()))?;
+            let module = engine
+                .load_file(&path)
+                .with_context(|| format!("loading {}", path.display()))?;
             let spec = PluginSpec::new(filter.plugin_name.clone(), filter.root_id.clone())
                 .with_vm_id(filter.vm_id.clone())
                 .with_configuration(filter.configuration.as_bytes().to_vec())
                 .with_workers(workers)
-                .with_fail_policy(if filter.fail_open { FailPolicy::FailOpen } else { FailPolicy::FailClosed });
+                .with_fail_policy(if filter.fail_open {
+                    FailPolicy::FailOpen
+                } else {
+                    FailPolicy::FailClosed
+                });
             let plugin = Plugin::load(engine, &module, spec, &shared).map_err(|error| {
                 let logs = match &error {
                     LoadError::Rejected { logs, .. } | LoadError::StartFailed { logs, .. } => logs
@@ -116,13 +126,22 @@ impl Proxy {
                         .collect::<String>(),
                     _ => String::new(),
                 };
-                anyhow::anyhow!("{}: filter `{}` ({}): {error}{logs}", filter.yaml_path, filter.plugin_name, path.display())
+                anyhow::anyhow!(
+                    "{}: filter `{}` ({}): {error}{logs}",
+                    filter.yaml_path,
+                    filter.plugin_name,
+                    path.display()
+                )
             })?;
             plugins.push(plugin);
         }
 
         let routes = RouteTable::compile(&config.virtual_hosts).context("compiling routes")?;
-        let stats_tags = config.stats_tags.iter().map(|t| StatsTag::new(t.tag_name.clone(), t.regex.clone())).collect();
+        let stats_tags = config
+            .stats_tags
+            .iter()
+            .map(|t| StatsTag::new(t.tag_name.clone(), t.regex.clone()))
+            .collect();
         Ok(Self {
             chain: Mutex::new(Chain::new(plugins)),
             shared,
@@ -143,7 +162,9 @@ impl Proxy {
 
     /// `/stats/prometheus` as Envoy prints it (with envoy.yaml's `stats_tags`).
     pub fn prometheus(&self) -> String {
-        self.shared.prometheus(&self.stats_tags).unwrap_or_else(|e| format!("# invalid stats_tags regex: {e}\n"))
+        self.shared
+            .prometheus(&self.stats_tags)
+            .unwrap_or_else(|e| format!("# invalid stats_tags regex: {e}\n"))
     }
 
     fn weight_key(&self, headers: &HeaderMap) -> u64 {
@@ -160,17 +181,36 @@ impl Proxy {
 
     /// Serves one downstream request: filters, routing, upstream, access log.
     pub async fn handle(self: Arc<Self>, request: ServerRequest) -> Message {
-        #[allow(clippy::disallowed_methods, reason = "dev proxy measures real durations")]
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "dev proxy measures real durations"
+        )]
         let started = std::time::Instant::now();
-        let method = request.message.header(":method").unwrap_or_default().to_owned();
-        let path = request.message.header(":path").unwrap_or_default().to_owned();
+        let method = request
+            .message
+            .header(":method")
+            .unwrap_or_default()
+            .to_owned();
+        let path = request
+            .message
+            .header(":path")
+            .unwrap_or_default()
+            .to_owned();
         let runtime = tokio::runtime::Handle::current();
         let proxy = Arc::clone(&self);
         let result = tokio::task::spawn_blocking(move || proxy.run_chain(&runtime, &request)).await;
         let (message, cluster, request_id) = match result {
             Ok(Ok(done)) => done,
-            Ok(Err(error)) => (http::plain_response(500, &format!("dev proxy: {error}\n")), None, None),
-            Err(join_error) => (http::plain_response(500, &format!("dev proxy: {join_error}\n")), None, None),
+            Ok(Err(error)) => (
+                http::plain_response(500, &format!("dev proxy: {error}\n")),
+                None,
+                None,
+            ),
+            Err(join_error) => (
+                http::plain_response(500, &format!("dev proxy: {join_error}\n")),
+                None,
+                None,
+            ),
         };
         println!(
             "access: {method} {path} {status} upstream={upstream} x-request-id={request_id} duration_ms={duration}",
@@ -187,11 +227,21 @@ impl Proxy {
         runtime: &tokio::runtime::Handle,
         request: &ServerRequest,
     ) -> anyhow::Result<(Message, Option<String>, Option<String>)> {
-        let headers = HeaderMap::from_pairs(request.message.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let headers = HeaderMap::from_pairs(
+            request
+                .message
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
         // Envoy computes the route before the filter chain runs and caches it.
         let cached_route = self.route(&headers);
         let (route_name, cluster_name) = match &cached_route {
-            RouteDecision::Forward { route_name, cluster, .. } => (route_name.clone(), cluster.clone()),
+            RouteDecision::Forward {
+                route_name,
+                cluster,
+                ..
+            } => (route_name.clone(), cluster.clone()),
             RouteDecision::Direct { route_name, .. } => (route_name.clone(), String::new()),
             RouteDecision::NotFound => (String::new(), String::new()),
         };
@@ -204,7 +254,12 @@ impl Proxy {
             connection_id: self.next_connection.fetch_add(1, Ordering::Relaxed),
             ..StreamInfo::default()
         };
-        let host_request = Request { headers, body: request.message.body.to_vec(), trailers: HeaderMap::new(), info };
+        let host_request = Request {
+            headers,
+            body: request.message.body.to_vec(),
+            trailers: HeaderMap::new(),
+            info,
+        };
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers;
 
         let mut chosen_cluster: Option<String> = None;
@@ -218,18 +273,28 @@ impl Proxy {
             )?
         };
         for log in outcome.logs.iter().filter(|l| l.level >= LogLevel::Warn) {
-            eprintln!("filter {} [{}]: {}", log.plugin, log.level.name(), log.message);
+            eprintln!(
+                "filter {} [{}]: {}",
+                log.plugin,
+                log.level.name(),
+                log.message
+            );
         }
         let request_id = outcome
             .request_header("x-request-id")
             .or_else(|| outcome.response_header("x-request-id"))
             .map(str::to_owned);
         let message = if outcome.reset {
-            http::plain_response(502, "dev proxy: a filter reset the stream (Envoy would close it)\n")
+            http::plain_response(
+                502,
+                "dev proxy: a filter reset the stream (Envoy would close it)\n",
+            )
         } else if let Some(index) = outcome.stalled {
             http::plain_response(
                 504,
-                &format!("dev proxy: filter #{index} paused and nothing resumed it (Envoy would wait for the route timeout)\n"),
+                &format!(
+                    "dev proxy: filter #{index} paused and nothing resumed it (Envoy would wait for the route timeout)\n"
+                ),
             )
         } else {
             to_message(&outcome.response)
@@ -245,18 +310,25 @@ impl Proxy {
         cached_route: &RouteDecision,
         chosen_cluster: &mut Option<String>,
     ) -> Response {
-        let decision =
-            if upstream.route_cache_cleared { self.route(upstream.headers) } else { cached_route.clone() };
+        let decision = if upstream.route_cache_cleared {
+            self.route(upstream.headers)
+        } else {
+            cached_route.clone()
+        };
         match decision {
             RouteDecision::NotFound => Response::new(404),
             RouteDecision::Direct { status, body, .. } => {
                 let mut response = Response::new(status);
                 if !body.is_empty() {
-                    response = response.with_header("content-type", "text/plain").with_body(body.into_bytes());
+                    response = response
+                        .with_header("content-type", "text/plain")
+                        .with_body(body.into_bytes());
                 }
                 response
             }
-            RouteDecision::Forward { cluster, timeout, .. } => {
+            RouteDecision::Forward {
+                cluster, timeout, ..
+            } => {
                 *chosen_cluster = Some(cluster.clone());
                 let Some(target) = self.clusters.get(&cluster) else {
                     return envoy_error(503, "no healthy upstream");
@@ -265,21 +337,40 @@ impl Proxy {
                 if !headers.iter().any(|(n, _)| n == "x-forwarded-proto") {
                     headers.push(("x-forwarded-proto".to_owned(), "http".to_owned()));
                 }
-                headers.push(("x-envoy-expected-rq-timeout-ms".to_owned(), timeout.as_millis().to_string()));
-                let message = Message { headers, body: Bytes::copy_from_slice(upstream.body) };
-                #[allow(clippy::disallowed_methods, reason = "dev proxy measures real durations")]
+                headers.push((
+                    "x-envoy-expected-rq-timeout-ms".to_owned(),
+                    timeout.as_millis().to_string(),
+                ));
+                let message = Message {
+                    headers,
+                    body: Bytes::copy_from_slice(upstream.body),
+                };
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "dev proxy measures real durations"
+                )]
                 let sent = std::time::Instant::now();
-                let result = runtime.block_on(http::send(&target.address, &message, target.connect_timeout, timeout));
+                let result = runtime.block_on(http::send(
+                    &target.address,
+                    &message,
+                    target.connect_timeout,
+                    timeout,
+                ));
                 match result {
                     Ok(answer) => {
                         let mut response = from_message(&answer);
-                        response.headers.insert("x-envoy-upstream-service-time", sent.elapsed().as_millis().to_string());
+                        response.headers.insert(
+                            "x-envoy-upstream-service-time",
+                            sent.elapsed().as_millis().to_string(),
+                        );
                         response
                     }
                     Err(http::ClientError::Timeout) => envoy_error(504, "upstream request timeout"),
                     Err(error) => envoy_error(
                         503,
-                        &format!("upstream connect error or disconnect/reset before headers. reset reason: {error}"),
+                        &format!(
+                            "upstream connect error or disconnect/reset before headers. reset reason: {error}"
+                        ),
                     ),
                 }
             }
@@ -291,13 +382,21 @@ impl Proxy {
         let Some(target) = self.clusters.get(&call.cluster) else {
             return CallReply::Fail;
         };
-        let message = Message { headers: call.headers.to_string_pairs(), body: Bytes::copy_from_slice(&call.body) };
+        let message = Message {
+            headers: call.headers.to_string_pairs(),
+            body: Bytes::copy_from_slice(&call.body),
+        };
         // Envoy: a timeout of 0 means none; the dev proxy caps it so a test cannot hang forever.
         let timeout = match call.timeout_ms {
             0 => Duration::from_secs(60),
             ms => Duration::from_millis(u64::from(ms)),
         };
-        match runtime.block_on(http::send(&target.address, &message, target.connect_timeout, timeout)) {
+        match runtime.block_on(http::send(
+            &target.address,
+            &message,
+            target.connect_timeout,
+            timeout,
+        )) {
             Ok(answer) => {
                 let response = from_message(&answer);
                 CallReply::Respond(HttpCallResponse {
@@ -307,9 +406,10 @@ impl Proxy {
                 })
             }
             // Envoy delivers an upstream timeout as a router-generated 504.
-            Err(http::ClientError::Timeout) => {
-                CallReply::Respond(HttpCallResponse::new(504, b"upstream request timeout".to_vec()))
-            }
+            Err(http::ClientError::Timeout) => CallReply::Respond(HttpCallResponse::new(
+                504,
+                b"upstream request timeout".to_vec(),
+            )),
             Err(_) => CallReply::Fail,
         }
     }
@@ -317,11 +417,20 @@ impl Proxy {
 
 /// A response Envoy's router generates itself (text body).
 fn envoy_error(status: u16, body: &str) -> Response {
-    Response::new(status).with_header("content-type", "text/plain").with_body(body.as_bytes().to_vec())
+    Response::new(status)
+        .with_header("content-type", "text/plain")
+        .with_body(body.as_bytes().to_vec())
 }
 
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "content-length"];
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "content-length",
+];
 
 fn from_message(message: &Message) -> Response {
     let mut headers = HeaderMap::new();
@@ -330,7 +439,11 @@ fn from_message(message: &Message) -> Response {
             headers.append(name, value.as_bytes());
         }
     }
-    Response { headers, body: message.body.to_vec(), trailers: HeaderMap::new() }
+    Response {
+        headers,
+        body: message.body.to_vec(),
+        trailers: HeaderMap::new(),
+    }
 }
 
 fn to_message(response: &Response) -> Message {
@@ -339,7 +452,10 @@ fn to_message(response: &Response) -> Message {
         headers.insert(0, (":status".to_owned(), "502".to_owned()));
     }
     headers.retain(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()));
-    Message { headers, body: Bytes::copy_from_slice(&response.body) }
+    Message {
+        headers,
+        body: Bytes::copy_from_slice(&response.body),
+    }
 }
 
 /// The addresses a started proxy is bound to.
@@ -378,8 +494,13 @@ pub async fn start(
         }
         None => None,
     };
-    tokio::spawn(http::serve(listener, shutdown.clone(), move |request| Arc::clone(&proxy).handle(request)));
-    Ok(BoundProxy { listener: listener_addr, admin: admin_addr })
+    tokio::spawn(http::serve(listener, shutdown.clone(), move |request| {
+        Arc::clone(&proxy).handle(request)
+    }));
+    Ok(BoundProxy {
+        listener: listener_addr,
+        admin: admin_addr,
+    })
 }
 
 fn admin_response(proxy: &Proxy, request: &ServerRequest) -> Message {
@@ -392,11 +513,17 @@ fn admin_response(proxy: &Proxy, request: &ServerRequest) -> Message {
             Message {
                 headers: vec![
                     (":status".to_owned(), "200".to_owned()),
-                    ("content-type".to_owned(), "text/plain; version=0.0.4".to_owned()),
+                    (
+                        "content-type".to_owned(),
+                        "text/plain; version=0.0.4".to_owned(),
+                    ),
                 ],
                 body: Bytes::from(body.into_bytes()),
             }
         }
-        _ => http::plain_response(404, "the dev proxy's admin serves /ready and /stats/prometheus\n"),
+        _ => http::plain_response(
+            404,
+            "the dev proxy's admin serves /ready and /stats/prometheus\n",
+        ),
     }
 }

@@ -20,8 +20,16 @@ pub type HeaderList = [(String, String)];
 /// What the router does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteDecision {
-    Forward { route_name: String, cluster: String, timeout: Duration },
-    Direct { route_name: String, status: u16, body: String },
+    Forward {
+        route_name: String,
+        cluster: String,
+        timeout: Duration,
+    },
+    Direct {
+        route_name: String,
+        status: u16,
+        body: String,
+    },
     /// No virtual host or no route matched: Envoy answers 404 (response flag NR).
     NotFound,
 }
@@ -64,7 +72,9 @@ impl RouteTable {
                 let path = match &route.path_match {
                     PathMatch::Prefix(prefix) => CompiledPath::Prefix(prefix.clone()),
                     PathMatch::Exact(exact) => CompiledPath::Exact(exact.clone()),
-                    PathMatch::Regex(re) => CompiledPath::Regex(Regex::new(&format!("^(?:{re})$"))?),
+                    PathMatch::Regex(re) => {
+                        CompiledPath::Regex(Regex::new(&format!("^(?:{re})$"))?)
+                    }
                 };
                 routes.push(Route {
                     name: route.name.clone(),
@@ -79,12 +89,16 @@ impl RouteTable {
                 routes,
             });
         }
-        Ok(Self { virtual_hosts: compiled })
+        Ok(Self {
+            virtual_hosts: compiled,
+        })
     }
 
     /// Selects the route for `headers`. `weight_key` picks among weighted clusters.
     pub fn select(&self, headers: &HeaderList, weight_key: u64) -> RouteDecision {
-        let authority = first_value(headers, ":authority").unwrap_or_default().to_ascii_lowercase();
+        let authority = first_value(headers, ":authority")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let Some(vh) = self.virtual_host(&authority) else {
             return RouteDecision::NotFound;
         };
@@ -102,7 +116,11 @@ impl RouteTable {
         let host_without_port = strip_port(authority);
         let candidates = [authority, host_without_port];
         for host in candidates {
-            if let Some(vh) = self.virtual_hosts.iter().find(|vh| vh.domains.iter().any(|d| d == host)) {
+            if let Some(vh) = self
+                .virtual_hosts
+                .iter()
+                .find(|vh| vh.domains.iter().any(|d| d == host))
+            {
                 return Some(vh);
             }
         }
@@ -111,7 +129,9 @@ impl RouteTable {
             for domain in &vh.domains {
                 if let Some(suffix) = domain.strip_prefix('*')
                     && !suffix.is_empty()
-                    && candidates.iter().any(|h| h.ends_with(suffix) && h.len() > suffix.len())
+                    && candidates
+                        .iter()
+                        .any(|h| h.ends_with(suffix) && h.len() > suffix.len())
                     && best.is_none_or(|(len, _)| suffix.len() > len)
                 {
                     best = Some((suffix.len(), vh));
@@ -125,7 +145,9 @@ impl RouteTable {
             for domain in &vh.domains {
                 if let Some(prefix) = domain.strip_suffix('*')
                     && !prefix.is_empty()
-                    && candidates.iter().any(|h| h.starts_with(prefix) && h.len() > prefix.len())
+                    && candidates
+                        .iter()
+                        .any(|h| h.starts_with(prefix) && h.len() > prefix.len())
                     && best.is_none_or(|(len, _)| prefix.len() > len)
                 {
                     best = Some((prefix.len(), vh));
@@ -135,7 +157,9 @@ impl RouteTable {
         if let Some((_, vh)) = best {
             return Some(vh);
         }
-        self.virtual_hosts.iter().find(|vh| vh.domains.iter().any(|d| d == "*"))
+        self.virtual_hosts
+            .iter()
+            .find(|vh| vh.domains.iter().any(|d| d == "*"))
     }
 }
 
@@ -146,7 +170,8 @@ impl Route {
                 if self.case_sensitive {
                     path.starts_with(prefix.as_str())
                 } else {
-                    path.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase())
+                    path.to_ascii_lowercase()
+                        .starts_with(&prefix.to_ascii_lowercase())
                 }
             }
             CompiledPath::Exact(exact) => {
@@ -159,7 +184,11 @@ impl Route {
             }
             CompiledPath::Regex(re) => re.is_match(path_without_query(path)),
         };
-        path_matches && self.headers.iter().all(|matcher| header_matches(matcher, headers))
+        path_matches
+            && self
+                .headers
+                .iter()
+                .all(|matcher| header_matches(matcher, headers))
     }
 
     fn decision(&self, weight_key: u64) -> RouteDecision {
@@ -187,7 +216,10 @@ impl Route {
 fn pick_weighted(clusters: &[(String, u32)], key: u64) -> String {
     let total: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
     if total == 0 {
-        return clusters.first().map(|(name, _)| name.clone()).unwrap_or_default();
+        return clusters
+            .first()
+            .map(|(name, _)| name.clone())
+            .unwrap_or_default();
     }
     let point = key % total;
     let mut cumulative = 0_u64;
@@ -197,7 +229,10 @@ fn pick_weighted(clusters: &[(String, u32)], key: u64) -> String {
             return name.clone();
         }
     }
-    clusters.last().map(|(name, _)| name.clone()).unwrap_or_default()
+    clusters
+        .last()
+        .map(|(name, _)| name.clone())
+        .unwrap_or_default()
 }
 
 /// Envoy matches a header against all its values joined with `,`.
@@ -248,7 +283,9 @@ fn strip_port(authority: &str) -> &str {
     match authority.rfind(':') {
         Some(index)
             if !authority.ends_with(']')
-                && authority.get(index + 1..).is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit())) =>
+                && authority
+                    .get(index + 1..)
+                    .is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit())) =>
         {
             authority.get(..index).unwrap_or(authority)
         }
@@ -258,7 +295,10 @@ fn strip_port(authority: &str) -> &str {
 
 /// First value of a header (names compared case-insensitively).
 pub fn first_value<'a>(headers: &'a HeaderList, name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// FNV-1a, 64 bit: the weighted-cluster key from a request id.
@@ -277,7 +317,8 @@ mod tests {
     use crate::envoy_config::parse;
 
     fn table() -> RouteTable {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envoy-local/envoy.yaml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envoy-local/envoy.yaml");
         let config = parse(&std::fs::read_to_string(path).unwrap()).unwrap();
         RouteTable::compile(&config.virtual_hosts).unwrap()
     }
@@ -288,7 +329,11 @@ mod tests {
             (":path".to_owned(), path.to_owned()),
             (":authority".to_owned(), "localhost:10000".to_owned()),
         ];
-        headers.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+        headers.extend(
+            extra
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
         headers
     }
 
@@ -318,7 +363,11 @@ mod tests {
             ("/V2/x", &[], "echo-v1"),
         ];
         for (path, extra, expected) in cases {
-            assert_eq!(target(&table.select(&request(path, extra), 0)), *expected, "{path} {extra:?}");
+            assert_eq!(
+                target(&table.select(&request(path, extra), 0)),
+                *expected,
+                "{path} {extra:?}"
+            );
         }
     }
 
@@ -336,10 +385,20 @@ mod tests {
 
     #[test]
     fn header_matchers() {
-        let matcher = |kind, invert| HeaderMatchConfig { name: "x-a".to_owned(), kind, invert };
-        let exact = |v: &str, ic| HeaderMatchKind::Exact { value: v.to_owned(), ignore_case: ic };
+        let matcher = |kind, invert| HeaderMatchConfig {
+            name: "x-a".to_owned(),
+            kind,
+            invert,
+        };
+        let exact = |v: &str, ic| HeaderMatchKind::Exact {
+            value: v.to_owned(),
+            ignore_case: ic,
+        };
         let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
         };
         type Case = (HeaderMatchConfig, Vec<(String, String)>, bool);
         let cases: Vec<Case> = vec![
@@ -347,29 +406,71 @@ mod tests {
             (matcher(exact("1", false), true), h(&[("x-a", "1")]), false),
             (matcher(exact("1", false), false), h(&[]), false),
             (matcher(exact("1", false), true), h(&[]), true),
-            (matcher(exact("1,2", false), false), h(&[("x-a", "1"), ("x-a", "2")]), true),
-            (matcher(exact("abc", true), false), h(&[("X-A", "ABC")]), true),
-            (matcher(HeaderMatchKind::Present(true), false), h(&[("x-a", "")]), true),
-            (matcher(HeaderMatchKind::Present(true), false), h(&[]), false),
-            (matcher(HeaderMatchKind::Present(false), false), h(&[]), true),
             (
-                matcher(HeaderMatchKind::Prefix { value: "ab".to_owned(), ignore_case: false }, false),
+                matcher(exact("1,2", false), false),
+                h(&[("x-a", "1"), ("x-a", "2")]),
+                true,
+            ),
+            (
+                matcher(exact("abc", true), false),
+                h(&[("X-A", "ABC")]),
+                true,
+            ),
+            (
+                matcher(HeaderMatchKind::Present(true), false),
+                h(&[("x-a", "")]),
+                true,
+            ),
+            (
+                matcher(HeaderMatchKind::Present(true), false),
+                h(&[]),
+                false,
+            ),
+            (
+                matcher(HeaderMatchKind::Present(false), false),
+                h(&[]),
+                true,
+            ),
+            (
+                matcher(
+                    HeaderMatchKind::Prefix {
+                        value: "ab".to_owned(),
+                        ignore_case: false,
+                    },
+                    false,
+                ),
                 h(&[("x-a", "abc")]),
                 true,
             ),
             (
-                matcher(HeaderMatchKind::Suffix { value: "bc".to_owned(), ignore_case: false }, false),
+                matcher(
+                    HeaderMatchKind::Suffix {
+                        value: "bc".to_owned(),
+                        ignore_case: false,
+                    },
+                    false,
+                ),
                 h(&[("x-a", "abc")]),
                 true,
             ),
             (
-                matcher(HeaderMatchKind::Contains { value: "zz".to_owned(), ignore_case: false }, false),
+                matcher(
+                    HeaderMatchKind::Contains {
+                        value: "zz".to_owned(),
+                        ignore_case: false,
+                    },
+                    false,
+                ),
                 h(&[("x-a", "abc")]),
                 false,
             ),
         ];
         for (matcher, headers, expected) in cases {
-            assert_eq!(header_matches(&matcher, &headers), expected, "{matcher:?} {headers:?}");
+            assert_eq!(
+                header_matches(&matcher, &headers),
+                expected,
+                "{matcher:?} {headers:?}"
+            );
         }
     }
 

@@ -59,7 +59,10 @@ mod tests {
     fn request(headers: &[(&str, &str)], body: &str) -> ServerRequest {
         ServerRequest {
             message: Message {
-                headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect(),
                 body: Bytes::copy_from_slice(body.as_bytes()),
             },
             peer: "127.0.0.1:1".parse().unwrap(),
@@ -72,7 +75,13 @@ mod tests {
         let response = echo(
             "v1",
             &request(
-                &[(":method", "POST"), (":path", "/a?b=1"), (":authority", "h"), ("x-a", "1"), ("x-a", "2")],
+                &[
+                    (":method", "POST"),
+                    (":path", "/a?b=1"),
+                    (":authority", "h"),
+                    ("x-a", "1"),
+                    ("x-a", "2"),
+                ],
                 "hi",
             ),
         );
@@ -91,6 +100,9 @@ mod tests {
         let document = Bytes::from_static(b"{\"keys\":[]}");
         let ok = static_json(&document, &request(&[(":method", "GET")], ""));
         assert_eq!((ok.status(), ok.body), (200, document.clone()));
-        assert_eq!(static_json(&document, &request(&[(":method", "POST")], "")).status(), 405);
+        assert_eq!(
+            static_json(&document, &request(&[(":method", "POST")], "")).status(),
+            405
+        );
     }
 }

@@ -26,12 +26,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn trace_id_wasm() -> PathBuf {
     let path = repo_root().join("dist/trace-id.wasm");
-    assert!(path.exists(), "{} is missing: run `make dist`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make dist`",
+        path.display()
+    );
     path
 }
 
@@ -50,7 +57,11 @@ impl Drop for Server {
     }
 }
 
-fn forward_lines(stream: impl Read + Send + 'static, prefix: &'static str, sender: mpsc::Sender<String>) {
+fn forward_lines(
+    stream: impl Read + Send + 'static,
+    prefix: &'static str,
+    sender: mpsc::Sender<String>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -74,11 +85,18 @@ impl Server {
         let (sender, lines) = mpsc::channel();
         forward_lines(child.stdout.take().unwrap(), "", sender.clone());
         forward_lines(child.stderr.take().unwrap(), "stderr: ", sender);
-        Self { child, lines, seen: Vec::new() }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits (bounded) for a line starting with `prefix` and returns it.
-    #[allow(clippy::disallowed_methods, reason = "a real-time bound on waiting for a real process")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a real-time bound on waiting for a real process"
+    )]
     fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -90,7 +108,10 @@ impl Server {
                         return line;
                     }
                 }
-                Err(_) => panic!("no line starting with {prefix:?} within {timeout:?}; output so far:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no line starting with {prefix:?} within {timeout:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -106,8 +127,13 @@ impl Server {
 /// The proxy's listener and admin addresses from its `proxy listening on` line.
 fn proxy_addresses(server: &mut Server) -> (String, String) {
     let line = server.wait_for("proxy listening on", START_TIMEOUT);
-    let mut words = line.split_whitespace().filter_map(|w| w.strip_prefix("http://"));
-    (words.next().unwrap().to_owned(), words.next().unwrap().to_owned())
+    let mut words = line
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("http://"));
+    (
+        words.next().unwrap().to_owned(),
+        words.next().unwrap().to_owned(),
+    )
 }
 
 fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> Message {
@@ -116,11 +142,26 @@ fn get(address: &str, path: &str, headers: &[(&str, &str)]) -> Message {
         (":path".to_owned(), path.to_owned()),
         (":authority".to_owned(), "localhost".to_owned()),
     ];
-    all.extend(headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
-    let request = Message { headers: all, body: Bytes::new() };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    all.extend(
+        headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+    );
+    let request = Message {
+        headers: all,
+        body: Bytes::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime
-        .block_on(http::send(address, &request, REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .block_on(http::send(
+            address,
+            &request,
+            REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .unwrap_or_else(|e| panic!("GET {path} via {address}: {e}"))
 }
 
@@ -130,7 +171,10 @@ fn json(message: &Message) -> serde_json::Value {
 }
 
 fn is_lower_hex(text: &str, len: usize) -> bool {
-    text.len() == len && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `00-<32 hex>-<16 hex>-<2 hex>` with non-zero ids.
@@ -165,16 +209,36 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
 
     // Ids: added upstream, echoed back.
     let response = get(&listener, "/anything", &[]);
-    assert_eq!(response.status(), 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     let echoed = json(&response);
     assert_eq!(echoed["upstream"], "v1");
-    let request_id = echoed["headers"]["x-request-id"].as_str().expect("x-request-id upstream").to_owned();
+    let request_id = echoed["headers"]["x-request-id"]
+        .as_str()
+        .expect("x-request-id upstream")
+        .to_owned();
     assert!(!request_id.is_empty());
-    let traceparent = echoed["headers"]["traceparent"].as_str().expect("traceparent upstream").to_owned();
+    let traceparent = echoed["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent upstream")
+        .to_owned();
     assert!(is_valid_traceparent(&traceparent), "{traceparent}");
     assert_eq!(response.header("x-request-id"), Some(request_id.as_str()));
-    assert!(response.header("traceresponse").is_some_and(is_valid_traceparent), "{:?}", response.headers);
-    proxy.wait_for(&format!("access: GET /anything 200 upstream=echo-v1 x-request-id={request_id}"), REQUEST_TIMEOUT);
+    assert!(
+        response
+            .header("traceresponse")
+            .is_some_and(is_valid_traceparent),
+        "{:?}",
+        response.headers
+    );
+    proxy.wait_for(
+        &format!("access: GET /anything 200 upstream=echo-v1 x-request-id={request_id}"),
+        REQUEST_TIMEOUT,
+    );
 
     // An invalid traceparent is not propagated: a fresh, valid one replaces it.
     let invalid = "00-ABC-not-valid-01";
@@ -184,38 +248,76 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
     assert!(is_valid_traceparent(forwarded), "{forwarded}");
 
     // A route chosen by a header match.
-    assert_eq!(json(&get(&listener, "/anything", &[("x-meshward-variant", "b")]))["upstream"], "v2");
-    assert_eq!(json(&get(&listener, "/anything", &[("x-meshward-variant", "a")]))["upstream"], "v1");
+    assert_eq!(
+        json(&get(&listener, "/anything", &[("x-meshward-variant", "b")]))["upstream"],
+        "v2"
+    );
+    assert_eq!(
+        json(&get(&listener, "/anything", &[("x-meshward-variant", "a")]))["upstream"],
+        "v1"
+    );
 
     // A route chosen by weights (80/20): the dev proxy keys the pick on the client's request id.
     let mut counts = [0_u32; 2];
     for n in 0..30 {
         let id = format!("5b4c1a7e-0000-4000-8000-{n:012}");
-        let expected = if fnv1a(id.as_bytes()) % 100 < 80 { "v1" } else { "v2" };
+        let expected = if fnv1a(id.as_bytes()) % 100 < 80 {
+            "v1"
+        } else {
+            "v2"
+        };
         let answer = json(&get(&listener, "/split/x", &[("x-request-id", &id)]));
-        assert_eq!(answer["headers"]["x-request-id"], id.as_str(), "a valid client id is kept");
+        assert_eq!(
+            answer["headers"]["x-request-id"],
+            id.as_str(),
+            "a valid client id is kept"
+        );
         assert_eq!(answer["upstream"], expected, "id {id}");
         counts[usize::from(expected == "v2")] += 1;
     }
-    assert!(counts[0] > 0 && counts[1] > 0, "both clusters picked: {counts:?}");
+    assert!(
+        counts[0] > 0 && counts[1] > 0,
+        "both clusters picked: {counts:?}"
+    );
 
     // direct_response, still through the response side of the filters.
     let hello = get(&listener, "/hello", &[]);
     assert_eq!(hello.status(), 200);
-    assert_eq!(hello.body, Bytes::from_static(b"hello from envoy direct_response\n"));
-    assert!(hello.header("x-request-id").is_some_and(|id| !id.is_empty()), "{:?}", hello.headers);
+    assert_eq!(
+        hello.body,
+        Bytes::from_static(b"hello from envoy direct_response\n")
+    );
+    assert!(
+        hello
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty()),
+        "{:?}",
+        hello.headers
+    );
     proxy.wait_for("access: GET /hello 200 upstream=- ", REQUEST_TIMEOUT);
 
     // Admin: ready, and the filter's metrics with labels from stats_tags.
     let ready = get(&admin, "/ready", &[]);
-    assert_eq!((ready.status(), ready.body), (200, Bytes::from_static(b"LIVE\n")));
+    assert_eq!(
+        (ready.status(), ready.body),
+        (200, Bytes::from_static(b"LIVE\n"))
+    );
     let stats = String::from_utf8(get(&admin, "/stats/prometheus", &[]).body.to_vec()).unwrap();
     let labelled: Vec<&str> = stats
         .lines()
-        .filter(|l| l.starts_with("meshward_trace_id_") && (l.contains("action=\"") || l.contains("reason=\"")))
+        .filter(|l| {
+            l.starts_with("meshward_trace_id_")
+                && (l.contains("action=\"") || l.contains("reason=\""))
+        })
         .collect();
-    assert!(!labelled.is_empty(), "no labelled meshward_trace_id_ metric in:\n{stats}");
-    assert!(!stats.contains("=.="), "a tag was left in a metric name:\n{stats}");
+    assert!(
+        !labelled.is_empty(),
+        "no labelled meshward_trace_id_ metric in:\n{stats}"
+    );
+    assert!(
+        !stats.contains("=.="),
+        "a tag was left in a metric name:\n{stats}"
+    );
 }
 
 /// A temporary directory removed when dropped.
@@ -238,7 +340,10 @@ fn temp_dir(name: &str) -> TempDir {
 fn config_with_probe(dir: &Path) -> PathBuf {
     let shipped = std::fs::read_to_string(repo_root().join("envoy-local/envoy.yaml")).unwrap();
     let router = "                  - name: envoy.filters.http.router\n";
-    assert!(shipped.contains(router), "router filter not found in envoy.yaml");
+    assert!(
+        shipped.contains(router),
+        "router filter not found in envoy.yaml"
+    );
     let probe = "                  - name: test.probe
                     typed_config:
                       \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
@@ -252,9 +357,17 @@ fn config_with_probe(dir: &Path) -> PathBuf {
                             local: { filename: /etc/envoy/wasm/probe.wat }
 ";
     let path = dir.join("envoy.yaml");
-    std::fs::write(&path, shipped.replacen(router, &format!("{probe}{router}"), 1)).unwrap();
+    std::fs::write(
+        &path,
+        shipped.replacen(router, &format!("{probe}{router}"), 1),
+    )
+    .unwrap();
     std::fs::copy(trace_id_wasm(), dir.join("trace-id.wasm")).unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe.wat"), dir.join("probe.wat")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe.wat"),
+        dir.join("probe.wat"),
+    )
+    .unwrap();
     path
 }
 
@@ -263,7 +376,13 @@ fn probe_filter_local_reply_and_http_call_answered_by_a_real_upstream() {
     let dir = temp_dir("probe");
     let config = config_with_probe(&dir.0);
     let jwks_file = repo_root().join("tests/fixtures/jwt-auth/jwks.json");
-    let mut jwks = Server::spawn(&["jwks", "--listen", "127.0.0.1:0", "--file", jwks_file.to_str().unwrap()]);
+    let mut jwks = Server::spawn(&[
+        "jwks",
+        "--listen",
+        "127.0.0.1:0",
+        "--file",
+        jwks_file.to_str().unwrap(),
+    ]);
     let jwks_addr = jwks.wait_for_address("jwks listening on");
     let mut echo = Server::spawn(&["echo", "--listen", "127.0.0.1:0", "--name", "v1"]);
     let echo_addr = echo.wait_for_address("echo v1 listening on");
@@ -293,17 +412,31 @@ fn probe_filter_local_reply_and_http_call_answered_by_a_real_upstream() {
     let teapot = get(&listener, "/anything", &[("x-probe", "reply")]);
     assert_eq!(teapot.status(), 418);
     assert_eq!(teapot.body, Bytes::from_static(b"probe teapot\n"));
-    assert!(teapot.header("x-request-id").is_some_and(|id| !id.is_empty()), "{:?}", teapot.headers);
+    assert!(
+        teapot
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty()),
+        "{:?}",
+        teapot.headers
+    );
 
     // An http_call to cluster `jwks`, answered by the real JWKS server.
     let called = get(&listener, "/anything", &[("x-probe", "call")]);
-    assert_eq!(called.status(), 200, "{}", String::from_utf8_lossy(&called.body));
+    assert_eq!(
+        called.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&called.body)
+    );
     assert_eq!(called.body.to_vec(), std::fs::read(&jwks_file).unwrap());
 
     // With the JWKS server gone the call fails, and the filter hears about it.
     drop(jwks);
     let failed = get(&listener, "/anything", &[("x-probe", "call")]);
-    assert_eq!((failed.status(), failed.body), (502, Bytes::from_static(b"probe call failed\n")));
+    assert_eq!(
+        (failed.status(), failed.body),
+        (502, Bytes::from_static(b"probe call failed\n"))
+    );
     drop(echo);
 }
 
@@ -311,16 +444,33 @@ fn probe_filter_local_reply_and_http_call_answered_by_a_real_upstream() {
 fn a_config_field_the_dev_proxy_does_not_understand_stops_it_at_start() {
     let dir = temp_dir("bad-config");
     let shipped = std::fs::read_to_string(repo_root().join("envoy-local/envoy.yaml")).unwrap();
-    let bad = shipped.replacen("generate_request_id: false", "generate_request_id: false\n                use_remote_address: true", 1);
+    let bad = shipped.replacen(
+        "generate_request_id: false",
+        "generate_request_id: false\n                use_remote_address: true",
+        1,
+    );
     let path = dir.0.join("envoy.yaml");
     std::fs::write(&path, bad).unwrap();
     // Bounded: a proxy that wrongly started would be killed by the guard after the wait fails.
-    let mut proxy = Server::spawn(&["serve", "--config", path.to_str().unwrap(), "--listen-port", "0", "--admin-port", "0"]);
+    let mut proxy = Server::spawn(&[
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen-port",
+        "0",
+        "--admin-port",
+        "0",
+    ]);
     let error = proxy.wait_for("stderr: meshward-proxy:", START_TIMEOUT);
     assert!(
         error.contains("static_resources.listeners[0].filter_chains[0].filters[0].typed_config.use_remote_address")
             && error.contains("unknown field `use_remote_address`"),
         "{error}"
     );
-    assert!(!proxy.seen.iter().any(|l| l.starts_with("proxy listening on")));
+    assert!(
+        !proxy
+            .seen
+            .iter()
+            .any(|l| l.starts_with("proxy listening on"))
+    );
 }

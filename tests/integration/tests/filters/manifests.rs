@@ -32,13 +32,21 @@ fn repo_root() -> PathBuf {
 
 fn schemas_file() -> PathBuf {
     let path = repo_root().join("../shared/schemas/istio-crds.yaml");
-    assert!(path.exists(), "{} missing: the Istio CRD schemas live in shared/ beside the clone", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: the Istio CRD schemas live in shared/ beside the clone",
+        path.display()
+    );
     path
 }
 
 fn dist_module(name: &str) -> PathBuf {
     let path = repo_root().join("dist").join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run `make dist`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make dist`",
+        path.display()
+    );
     path
 }
 
@@ -51,8 +59,8 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml::Deserializer::from_str(&text)
         .map(|document| {
-            let value: serde_yaml::Value =
-                serde::Deserialize::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let value: serde_yaml::Value = serde::Deserialize::deserialize(document)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             serde_json::to_value(value).unwrap()
         })
         .filter(|v| !v.is_null())
@@ -64,14 +72,19 @@ fn istio_manifests() -> Vec<(String, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("istio"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
         .collect();
     files.sort();
     files
         .iter()
         .flat_map(|file| {
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
-            yaml_documents(file).into_iter().map(move |doc| (name.clone(), doc))
+            yaml_documents(file)
+                .into_iter()
+                .map(move |doc| (name.clone(), doc))
         })
         .collect()
 }
@@ -114,9 +127,12 @@ fn strict_schema(schema: &Value) -> Value {
     for (key, value) in map {
         let converted = match key.as_str() {
             "properties" | "patternProperties" | "definitions" => match value {
-                Value::Object(children) => {
-                    Value::Object(children.iter().map(|(name, child)| (name.clone(), strict_schema(child))).collect())
-                }
+                Value::Object(children) => Value::Object(
+                    children
+                        .iter()
+                        .map(|(name, child)| (name.clone(), strict_schema(child)))
+                        .collect(),
+                ),
                 other => other.clone(),
             },
             "items" | "additionalProperties" | "not" => strict_schema(value),
@@ -128,8 +144,12 @@ fn strict_schema(schema: &Value) -> Value {
         };
         out.insert(key.clone(), converted);
     }
-    let preserves_unknown = map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-    if map.contains_key("properties") && !map.contains_key("additionalProperties") && !preserves_unknown {
+    let preserves_unknown =
+        map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+    if map.contains_key("properties")
+        && !map.contains_key("additionalProperties")
+        && !preserves_unknown
+    {
         out.insert("additionalProperties".to_owned(), Value::Bool(false));
     }
     if map.get("nullable") == Some(&Value::Bool(true))
@@ -140,7 +160,10 @@ fn strict_schema(schema: &Value) -> Value {
     if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
         out.remove("type");
         if !out.contains_key("anyOf") {
-            out.insert("anyOf".to_owned(), json!([{"type": "integer"}, {"type": "string"}]));
+            out.insert(
+                "anyOf".to_owned(),
+                json!([{"type": "integer"}, {"type": "string"}]),
+            );
         }
     }
     Value::Object(out)
@@ -179,29 +202,54 @@ fn validate(manifest: &Value, schemas: &BTreeMap<(String, String), Value>) -> Ve
     let api_version = manifest["apiVersion"].as_str().unwrap_or_default();
     let kind = manifest["kind"].as_str().unwrap_or_default();
     let Some(openapi) = schemas.get(&(api_version.to_owned(), kind.to_owned())) else {
-        return vec![format!("no CRD schema for {api_version} {kind} in {}", schemas_file().display())];
+        return vec![format!(
+            "no CRD schema for {api_version} {kind} in {}",
+            schemas_file().display()
+        )];
     };
     let schema = resource_schema(api_version, kind, openapi);
-    let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&schema).unwrap();
-    validator.iter_errors(manifest).map(|error| format!("{}: {error}", error.instance_path())).collect()
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schema)
+        .unwrap();
+    validator
+        .iter_errors(manifest)
+        .map(|error| format!("{}: {error}", error.instance_path()))
+        .collect()
 }
 
 #[test]
 fn every_istio_manifest_validates_against_its_crd() {
     let schemas = crd_schemas();
     let manifests = istio_manifests();
-    let mut kinds: Vec<&str> = manifests.iter().filter_map(|(_, m)| m["kind"].as_str()).collect();
+    let mut kinds: Vec<&str> = manifests
+        .iter()
+        .filter_map(|(_, m)| m["kind"].as_str())
+        .collect();
     kinds.sort_unstable();
     kinds.dedup();
-    assert_eq!(kinds, ["Telemetry", "TrafficExtension", "WasmPlugin"], "kinds shipped in istio/");
+    assert_eq!(
+        kinds,
+        ["Telemetry", "TrafficExtension", "WasmPlugin"],
+        "kinds shipped in istio/"
+    );
     for (file, manifest) in &manifests {
         let errors = validate(manifest, &schemas);
-        assert!(errors.is_empty(), "istio/{file} ({}):\n{}", manifest["kind"], errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "istio/{file} ({}):\n{}",
+            manifest["kind"],
+            errors.join("\n")
+        );
     }
 }
 
 fn manifest(file: &str) -> Value {
-    istio_manifests().into_iter().find(|(name, _)| name == file).map(|(_, m)| m).unwrap()
+    istio_manifests()
+        .into_iter()
+        .find(|(name, _)| name == file)
+        .map(|(_, m)| m)
+        .unwrap()
 }
 
 #[test]
@@ -209,30 +257,57 @@ fn a_manifest_with_a_typo_or_a_bad_value_fails_validation() {
     let schemas = crd_schemas();
     type Mutation = fn(&mut Value);
     let cases: &[(&str, &str, Mutation)] = &[
-        ("trace-id-wasmplugin.yaml", "spec.failStrategyy", |m| m["spec"]["failStrategyy"] = json!("FAIL_OPEN")),
-        ("trace-id-wasmplugin.yaml", "spec.pluginconfig (case)", |m| m["spec"]["pluginconfig"] = json!({})),
-        ("trace-id-wasmplugin.yaml", "metadata.namespce", |m| m["metadata"]["namespce"] = json!("x")),
-        ("trace-id-wasmplugin.yaml", "phase FIRST", |m| m["spec"]["phase"] = json!("FIRST")),
-        ("trace-id-wasmplugin.yaml", "match mode INBOUND", |m| m["spec"]["match"][0]["mode"] = json!("INBOUND")),
-        ("trace-id-wasmplugin.yaml", "priority as string", |m| m["spec"]["priority"] = json!("high")),
+        ("trace-id-wasmplugin.yaml", "spec.failStrategyy", |m| {
+            m["spec"]["failStrategyy"] = json!("FAIL_OPEN")
+        }),
+        (
+            "trace-id-wasmplugin.yaml",
+            "spec.pluginconfig (case)",
+            |m| m["spec"]["pluginconfig"] = json!({}),
+        ),
+        ("trace-id-wasmplugin.yaml", "metadata.namespce", |m| {
+            m["metadata"]["namespce"] = json!("x")
+        }),
+        ("trace-id-wasmplugin.yaml", "phase FIRST", |m| {
+            m["spec"]["phase"] = json!("FIRST")
+        }),
+        ("trace-id-wasmplugin.yaml", "match mode INBOUND", |m| {
+            m["spec"]["match"][0]["mode"] = json!("INBOUND")
+        }),
+        ("trace-id-wasmplugin.yaml", "priority as string", |m| {
+            m["spec"]["priority"] = json!("high")
+        }),
         ("trace-id-wasmplugin.yaml", "missing url", |m| {
             m["spec"].as_object_mut().unwrap().remove("url");
         }),
-        ("trace-id-wasmplugin.yaml", "sha256 not hex", |m| m["spec"]["sha256"] = json!("abc")),
-        ("trace-id-trafficextension.yaml", "spec.wasm.urll", |m| m["spec"]["wasm"]["urll"] = json!("oci://x")),
+        ("trace-id-wasmplugin.yaml", "sha256 not hex", |m| {
+            m["spec"]["sha256"] = json!("abc")
+        }),
+        ("trace-id-trafficextension.yaml", "spec.wasm.urll", |m| {
+            m["spec"]["wasm"]["urll"] = json!("oci://x")
+        }),
         ("trace-id-trafficextension.yaml", "both wasm and lua", |m| {
             m["spec"]["lua"] = json!({"inlineCode": "x"});
         }),
         ("trace-id-telemetry.yaml", "formatter typo", |m| {
-            m["spec"]["tracing"][0]["customTags"]["meshward.request_id"] = json!({"formater": {"value": "x"}});
+            m["spec"]["tracing"][0]["customTags"]["meshward.request_id"] =
+                json!({"formater": {"value": "x"}});
         }),
-        ("trace-id-telemetry.yaml", "wrong apiVersion", |m| m["apiVersion"] = json!("telemetry.istio.io/v2")),
+        ("trace-id-telemetry.yaml", "wrong apiVersion", |m| {
+            m["apiVersion"] = json!("telemetry.istio.io/v2")
+        }),
     ];
     for (file, what, mutate) in cases {
         let mut broken = manifest(file);
-        assert!(validate(&broken, &schemas).is_empty(), "istio/{file} must be valid before the mutation");
+        assert!(
+            validate(&broken, &schemas).is_empty(),
+            "istio/{file} must be valid before the mutation"
+        );
         mutate(&mut broken);
-        assert!(!validate(&broken, &schemas).is_empty(), "istio/{file} with {what} passed validation");
+        assert!(
+            !validate(&broken, &schemas).is_empty(),
+            "istio/{file} with {what} passed validation"
+        );
     }
 }
 
@@ -246,8 +321,13 @@ fn preserve_unknown_fields_and_nullable_are_honoured() {
             "port": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
         }
     }));
-    let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&schema).unwrap();
-    assert!(validator.is_valid(&json!({"config": {"anything": [1]}, "count": null, "port": "http"})));
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schema)
+        .unwrap();
+    assert!(
+        validator.is_valid(&json!({"config": {"anything": [1]}, "count": null, "port": "http"}))
+    );
     assert!(validator.is_valid(&json!({"port": 80})));
     assert!(!validator.is_valid(&json!({"extra": 1})));
     assert!(!validator.is_valid(&json!({"count": "1"})));
@@ -255,10 +335,18 @@ fn preserve_unknown_fields_and_nullable_are_honoured() {
 
 // ---- plugin configurations through the real .wasm ----------------------------------------------
 
-fn configure(module_path: &Path, name: &str, root_id: &str, vm_id: &str, configuration: &[u8]) -> Result<(), LoadError> {
+fn configure(
+    module_path: &Path,
+    name: &str,
+    root_id: &str,
+    vm_id: &str,
+    configuration: &[u8],
+) -> Result<(), LoadError> {
     let engine = HostEngine::global().unwrap();
     let module = engine.load_file(module_path).unwrap();
-    let spec = PluginSpec::new(name, root_id).with_vm_id(vm_id).with_configuration(configuration.to_vec());
+    let spec = PluginSpec::new(name, root_id)
+        .with_vm_id(vm_id)
+        .with_configuration(configuration.to_vec());
     Plugin::load(engine, &module, spec, &SharedState::new()).map(drop)
 }
 
@@ -277,11 +365,25 @@ fn every_envoy_configuration_configures_the_real_wasm() {
     let config = envoy_config();
     assert!(!config.wasm_filters.is_empty());
     for filter in &config.wasm_filters {
-        let stem = filter.module_path.file_stem().unwrap().to_string_lossy().into_owned();
-        let result =
-            configure(&dist_module(&stem), &filter.plugin_name, &filter.root_id, &filter.vm_id, filter.configuration.as_bytes());
+        let stem = filter
+            .module_path
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let result = configure(
+            &dist_module(&stem),
+            &filter.plugin_name,
+            &filter.root_id,
+            &filter.vm_id,
+            filter.configuration.as_bytes(),
+        );
         if let Err(error) = result {
-            panic!("{} ({stem}) rejected its configuration: {}", filter.yaml_path, explain(&error));
+            panic!(
+                "{} ({stem}) rejected its configuration: {}",
+                filter.yaml_path,
+                explain(&error)
+            );
         }
     }
 }
@@ -312,8 +414,17 @@ fn every_istio_plugin_config_configures_the_real_wasm() {
     assert!(!plugins.is_empty());
     for (file, filter, plugin_name, plugin_config) in plugins {
         let bytes = serde_json::to_vec(&plugin_config).unwrap();
-        if let Err(error) = configure(&dist_module(&filter), &plugin_name, &plugin_name, &plugin_name, &bytes) {
-            panic!("istio/{file}: pluginConfig rejected by dist/{filter}.wasm: {}", explain(&error));
+        if let Err(error) = configure(
+            &dist_module(&filter),
+            &plugin_name,
+            &plugin_name,
+            &plugin_name,
+            &bytes,
+        ) {
+            panic!(
+                "istio/{file}: pluginConfig rejected by dist/{filter}.wasm: {}",
+                explain(&error)
+            );
         }
     }
 }
@@ -323,8 +434,17 @@ fn a_plugin_config_with_an_unknown_field_is_refused_by_the_wasm() {
     for (file, filter, plugin_name, mut plugin_config) in istio_plugins() {
         plugin_config["unknownFieldFromATypo"] = json!(true);
         let bytes = serde_json::to_vec(&plugin_config).unwrap();
-        let result = configure(&dist_module(&filter), &plugin_name, &plugin_name, &plugin_name, &bytes);
-        assert!(matches!(result, Err(LoadError::Rejected { .. })), "istio/{file}: typo accepted: {result:?}");
+        let result = configure(
+            &dist_module(&filter),
+            &plugin_name,
+            &plugin_name,
+            &plugin_name,
+            &bytes,
+        );
+        assert!(
+            matches!(result, Err(LoadError::Rejected { .. })),
+            "istio/{file}: typo accepted: {result:?}"
+        );
     }
 }
 
@@ -334,25 +454,45 @@ fn istio_plugin_configs_equal_the_envoy_configuration() {
     let envoy: BTreeMap<&str, Value> = config
         .wasm_filters
         .iter()
-        .map(|f| (f.root_id.as_str(), serde_json::from_str(&f.configuration).unwrap()))
+        .map(|f| {
+            (
+                f.root_id.as_str(),
+                serde_json::from_str(&f.configuration).unwrap(),
+            )
+        })
         .collect();
     for (file, _, plugin_name, plugin_config) in istio_plugins() {
         let Some(expected) = envoy.get(plugin_name.as_str()) else {
-            panic!("istio/{file}: pluginName `{plugin_name}` is no root_id in envoy-local/envoy.yaml");
+            panic!(
+                "istio/{file}: pluginName `{plugin_name}` is no root_id in envoy-local/envoy.yaml"
+            );
         };
-        assert_eq!(&plugin_config, expected, "istio/{file} pluginConfig differs from envoy.yaml");
+        assert_eq!(
+            &plugin_config, expected,
+            "istio/{file} pluginConfig differs from envoy.yaml"
+        );
     }
     // And every filter of the local chain is packaged for Istio.
-    let packaged: Vec<String> = istio_plugins().into_iter().map(|(_, _, name, _)| name).collect();
+    let packaged: Vec<String> = istio_plugins()
+        .into_iter()
+        .map(|(_, _, name, _)| name)
+        .collect();
     for root_id in envoy.keys() {
-        assert!(packaged.iter().any(|p| p == root_id), "filter `{root_id}` has no manifest in istio/");
+        assert!(
+            packaged.iter().any(|p| p == root_id),
+            "filter `{root_id}` has no manifest in istio/"
+        );
     }
 }
 
 #[test]
 fn wasm_plugin_and_traffic_extension_agree() {
     let manifests = istio_manifests();
-    let plugins: Vec<&Value> = manifests.iter().filter(|(_, m)| m["kind"] == "WasmPlugin").map(|(_, m)| m).collect();
+    let plugins: Vec<&Value> = manifests
+        .iter()
+        .filter(|(_, m)| m["kind"] == "WasmPlugin")
+        .map(|(_, m)| m)
+        .collect();
     for plugin in plugins {
         let name = &plugin["metadata"]["name"];
         let twin = manifests
@@ -364,39 +504,78 @@ fn wasm_plugin_and_traffic_extension_agree() {
         for field in ["selector", "targetRefs", "phase", "priority", "match"] {
             assert_eq!(spec[field], twin_spec[field], "{name}: {field}");
         }
-        for field in ["url", "sha256", "imagePullPolicy", "pluginName", "pluginConfig", "failStrategy", "type"] {
+        for field in [
+            "url",
+            "sha256",
+            "imagePullPolicy",
+            "pluginName",
+            "pluginConfig",
+            "failStrategy",
+            "type",
+        ] {
             assert_eq!(spec[field], twin_spec["wasm"][field], "{name}: {field}");
         }
         // The CEL rules the API server would check: selector xor targetRefs; an explicit
         // failStrategy and phase (never the defaults by accident).
-        assert!(spec["selector"].is_null() || spec["targetRefs"].is_null(), "{name}: selector and targetRefs");
-        assert!(spec["failStrategy"].is_string() && spec["phase"].is_string(), "{name}: explicit failStrategy and phase");
+        assert!(
+            spec["selector"].is_null() || spec["targetRefs"].is_null(),
+            "{name}: selector and targetRefs"
+        );
+        assert!(
+            spec["failStrategy"].is_string() && spec["phase"].is_string(),
+            "{name}: explicit failStrategy and phase"
+        );
     }
 }
 
 #[test]
 fn exported_stat_tags_equal_the_envoy_stats_tags() {
     let config = envoy_config();
-    let envoy_tags: Vec<&str> = config.stats_tags.iter().map(|t| t.tag_name.as_str()).collect();
+    let envoy_tags: Vec<&str> = config
+        .stats_tags
+        .iter()
+        .map(|t| t.tag_name.as_str())
+        .collect();
     assert!(!envoy_tags.is_empty());
     for tag in &config.stats_tags {
-        assert_eq!(tag.regex, StatsTag::istio(&tag.tag_name).regex, "envoy.yaml stats_tags must use Istio's form");
+        assert_eq!(
+            tag.regex,
+            StatsTag::istio(&tag.tag_name).regex,
+            "envoy.yaml stats_tags must use Istio's form"
+        );
     }
     let values_docs = yaml_documents(&repo_root().join("istio/snippets/meshconfig-values.yaml"));
     let mesh = &values_docs[0]["meshConfig"]["defaultConfig"];
     let annotation_docs = yaml_documents(&repo_root().join("istio/snippets/pod-annotation.yaml"));
     let annotation_doc = &annotation_docs[0];
     let annotation_text =
-        annotation_doc["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"].as_str().unwrap();
-    let annotation: Value = serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(annotation_text).unwrap()).unwrap();
-    for (what, proxy_config) in [("meshconfig-values.yaml", mesh), ("pod-annotation.yaml", &annotation)] {
-        let tags: Vec<&str> =
-            proxy_config["extraStatTags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        annotation_doc["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
+            .as_str()
+            .unwrap();
+    let annotation: Value =
+        serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(annotation_text).unwrap())
+            .unwrap();
+    for (what, proxy_config) in [
+        ("meshconfig-values.yaml", mesh),
+        ("pod-annotation.yaml", &annotation),
+    ] {
+        let tags: Vec<&str> = proxy_config["extraStatTags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
         assert_eq!(tags, envoy_tags, "istio/snippets/{what} extraStatTags");
-        let regexps = proxy_config["proxyStatsMatcher"]["inclusionRegexps"].as_array().unwrap();
+        let regexps = proxy_config["proxyStatsMatcher"]["inclusionRegexps"]
+            .as_array()
+            .unwrap();
         let sample = "wasmcustom.action=.=generated;.;meshward_trace_id_request_ids_total";
         assert!(
-            regexps.iter().any(|r| regex::Regex::new(&format!("^(?:{})$", r.as_str().unwrap())).unwrap().is_match(sample)),
+            regexps.iter().any(
+                |r| regex::Regex::new(&format!("^(?:{})$", r.as_str().unwrap()))
+                    .unwrap()
+                    .is_match(sample)
+            ),
             "istio/snippets/{what}: proxyStatsMatcher does not include {sample}"
         );
     }
