@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use crate::plugin::{Phase, Plugin};
 use crate::shared::MetricValue;
 use crate::types::{
-    Action, FilterState, HeaderMap, HostError, HttpCallResponse, LocalReply, LogEntry, PendingHttpCall, PhaseOutcome,
-    StreamEvent, StreamId, StreamInfo,
+    Action, FilterState, HeaderMap, HostError, HttpCallResponse, LocalReply, LogEntry,
+    PendingHttpCall, PhaseOutcome, StreamEvent, StreamId, StreamInfo,
 };
 
 /// A request entering the proxy.
@@ -27,8 +27,16 @@ pub struct Request {
 impl Request {
     /// A request with `:method`, `:path`, `:authority` and `:scheme: http`.
     pub fn new(method: &str, path: &str, authority: &str) -> Self {
-        let headers = HeaderMap::from_pairs([(":authority", authority), (":path", path), (":method", method), (":scheme", "http")]);
-        Self { headers, ..Self::default() }
+        let headers = HeaderMap::from_pairs([
+            (":authority", authority),
+            (":path", path),
+            (":method", method),
+            (":scheme", "http"),
+        ]);
+        Self {
+            headers,
+            ..Self::default()
+        }
     }
 
     /// `GET path` to `authority`.
@@ -69,7 +77,10 @@ pub struct Response {
 impl Response {
     /// A response with `:status`.
     pub fn new(status: u16) -> Self {
-        Self { headers: HeaderMap::from_pairs([(":status", status.to_string())]), ..Self::default() }
+        Self {
+            headers: HeaderMap::from_pairs([(":status", status.to_string())]),
+            ..Self::default()
+        }
     }
 
     /// Adds a header.
@@ -90,7 +101,11 @@ impl Response {
     }
 
     fn from_reply(reply: &LocalReply) -> Self {
-        Self { headers: reply.response_headers(), body: reply.body.clone(), trailers: HeaderMap::new() }
+        Self {
+            headers: reply.response_headers(),
+            body: reply.body.clone(),
+            trailers: HeaderMap::new(),
+        }
     }
 }
 
@@ -185,12 +200,16 @@ impl HttpOutcome {
 
     /// A forwarded request header.
     pub fn request_header(&self, name: &str) -> Option<&str> {
-        self.request_headers_after.as_ref().and_then(|h| h.get(name))
+        self.request_headers_after
+            .as_ref()
+            .and_then(|h| h.get(name))
     }
 
     /// A property set with `set_property(name)` (filter state `wasm.<name>`), as UTF-8.
     pub fn property(&self, name: &str) -> Option<String> {
-        self.properties_set.get(&format!("wasm.{name}")).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.properties_set
+            .get(&format!("wasm.{name}"))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// Log messages only.
@@ -247,7 +266,12 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown worker.
-    pub fn http_request(&mut self, worker: usize, request: Request, response: Response) -> Result<HttpOutcome, HostError> {
+    pub fn http_request(
+        &mut self,
+        worker: usize,
+        request: Request,
+        response: Response,
+    ) -> Result<HttpOutcome, HostError> {
         self.http_request_with(worker, request, response, |_| CallReply::Leave)
     }
 
@@ -263,7 +287,15 @@ impl Plugin {
         http_call: impl FnMut(&PendingHttpCall) -> CallReply,
     ) -> Result<HttpOutcome, HostError> {
         let mut refs = [self];
-        drive(&mut refs, worker, request, |_| response.clone(), http_call)
+        // The upstream is called at most once per request.
+        let mut response = Some(response);
+        drive(
+            &mut refs,
+            worker,
+            request,
+            |_| response.take().unwrap_or_default(),
+            http_call,
+        )
     }
 }
 
@@ -295,7 +327,11 @@ impl Acc {
         if phase.is_request() {
             self.route_cache_cleared |= outcome.route_cache_cleared;
         }
-        self.phases.push(PhaseRecord { plugin, phase, outcome: outcome.clone() });
+        self.phases.push(PhaseRecord {
+            plugin,
+            phase,
+            outcome: outcome.clone(),
+        });
     }
 
     fn note_calls(&mut self, plugin: &Plugin, stream: StreamId) {
@@ -331,7 +367,11 @@ fn resolve(
     }
     acc.note_calls(plugin, stream);
     loop {
-        let calls: Vec<PendingHttpCall> = plugin.pending_http_calls().into_iter().filter(|c| c.stream == Some(stream)).collect();
+        let calls: Vec<PendingHttpCall> = plugin
+            .pending_http_calls()
+            .into_iter()
+            .filter(|c| c.stream == Some(stream))
+            .collect();
         let mut answered = false;
         let mut events = Vec::new();
         for call in calls {
@@ -355,7 +395,12 @@ fn resolve(
         events.extend(plugin.take_events());
         for event in events {
             match event {
-                StreamEvent::Resumed { stream: s, headers, body, .. } if s == stream => {
+                StreamEvent::Resumed {
+                    stream: s,
+                    headers,
+                    body,
+                    ..
+                } if s == stream => {
                     match (&mut held, headers, body) {
                         (Held::Headers(h), Some(new), _) => **h = new,
                         (Held::Body(b), _, Some(new)) => **b = new,
@@ -363,7 +408,9 @@ fn resolve(
                     }
                     return Flow::Continue;
                 }
-                StreamEvent::LocalReply { stream: s, reply } if s == stream => return Flow::Reply(reply),
+                StreamEvent::LocalReply { stream: s, reply } if s == stream => {
+                    return Flow::Reply(reply);
+                }
                 StreamEvent::Reset { stream: s } if s == stream => return Flow::Reset,
                 StreamEvent::Failed { stream: s, action } if s == stream => {
                     return match action {
@@ -380,7 +427,10 @@ fn resolve(
     }
 }
 
-#[allow(clippy::too_many_lines, reason = "the request/response state machine reads best in one place")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "the request/response state machine reads best in one place"
+)]
 fn drive(
     plugins: &mut [&mut Plugin],
     worker: usize,
@@ -403,26 +453,45 @@ fn drive(
         route_cache_cleared: false,
     };
     let original = request.headers.clone();
-    let Request { mut headers, mut body, mut trailers, .. } = request;
+    let Request {
+        mut headers,
+        mut body,
+        mut trailers,
+        ..
+    } = request;
     let (has_body, has_trailers) = (!body.is_empty(), !trailers.is_empty());
     let mut reply: Option<(usize, LocalReply)> = None;
     let mut reset = false;
     let mut stalled = None;
     let mut request_action = Action::Continue;
 
-    'decode: for phase in [Phase::RequestHeaders, Phase::RequestBody, Phase::RequestTrailers] {
-        if (phase == Phase::RequestBody && !has_body) || (phase == Phase::RequestTrailers && !has_trailers) {
+    'decode: for phase in [
+        Phase::RequestHeaders,
+        Phase::RequestBody,
+        Phase::RequestTrailers,
+    ] {
+        if (phase == Phase::RequestBody && !has_body)
+            || (phase == Phase::RequestTrailers && !has_trailers)
+        {
             continue;
         }
         for (i, (plugin, id)) in plugins.iter_mut().zip(ids.iter()).enumerate() {
             let out = match phase {
-                Phase::RequestHeaders => plugin.request_headers(*id, &mut headers, !has_body && !has_trailers)?,
+                Phase::RequestHeaders => {
+                    plugin.request_headers(*id, &mut headers, !has_body && !has_trailers)?
+                }
                 Phase::RequestBody => plugin.request_body(*id, &mut body, !has_trailers)?,
                 _ => plugin.request_trailers(*id, &mut trailers)?,
             };
             acc.record(i, phase, &out);
             acc.note_calls(plugin, *id);
-            let held = if phase == Phase::RequestBody { Held::Body(&mut body) } else if phase == Phase::RequestHeaders { Held::Headers(&mut headers) } else { Held::Headers(&mut trailers) };
+            let held = if phase == Phase::RequestBody {
+                Held::Body(&mut body)
+            } else if phase == Phase::RequestHeaders {
+                Held::Headers(&mut headers)
+            } else {
+                Held::Headers(&mut trailers)
+            };
             match resolve(plugin, *id, &out, held, &mut http_call, &mut acc) {
                 Flow::Continue => {}
                 Flow::Reply(r) => {
@@ -465,15 +534,28 @@ fn drive(
     }
 
     if !reset && stalled.is_none() {
-        let (resp_has_body, resp_has_trailers) = (!response.body.is_empty(), !response.trailers.is_empty());
-        'encode: for phase in [Phase::ResponseHeaders, Phase::ResponseBody, Phase::ResponseTrailers] {
-            if (phase == Phase::ResponseBody && !resp_has_body) || (phase == Phase::ResponseTrailers && !resp_has_trailers) {
+        let (resp_has_body, resp_has_trailers) =
+            (!response.body.is_empty(), !response.trailers.is_empty());
+        'encode: for phase in [
+            Phase::ResponseHeaders,
+            Phase::ResponseBody,
+            Phase::ResponseTrailers,
+        ] {
+            if (phase == Phase::ResponseBody && !resp_has_body)
+                || (phase == Phase::ResponseTrailers && !resp_has_trailers)
+            {
                 continue;
             }
             for (i, (plugin, id)) in plugins.iter_mut().zip(ids.iter()).enumerate().rev() {
                 let out = match phase {
-                    Phase::ResponseHeaders => plugin.response_headers(*id, &mut response.headers, !resp_has_body && !resp_has_trailers)?,
-                    Phase::ResponseBody => plugin.response_body(*id, &mut response.body, !resp_has_trailers)?,
+                    Phase::ResponseHeaders => plugin.response_headers(
+                        *id,
+                        &mut response.headers,
+                        !resp_has_body && !resp_has_trailers,
+                    )?,
+                    Phase::ResponseBody => {
+                        plugin.response_body(*id, &mut response.body, !resp_has_trailers)?
+                    }
                     _ => plugin.response_trailers(*id, &mut response.trailers)?,
                 };
                 if out.skipped && out.fuel == 0 {
@@ -481,7 +563,13 @@ fn drive(
                 }
                 acc.record(i, phase, &out);
                 acc.note_calls(plugin, *id);
-                let held = if phase == Phase::ResponseBody { Held::Body(&mut response.body) } else if phase == Phase::ResponseHeaders { Held::Headers(&mut response.headers) } else { Held::Headers(&mut response.trailers) };
+                let held = if phase == Phase::ResponseBody {
+                    Held::Body(&mut response.body)
+                } else if phase == Phase::ResponseHeaders {
+                    Held::Headers(&mut response.headers)
+                } else {
+                    Held::Headers(&mut response.trailers)
+                };
                 match resolve(plugin, *id, &out, held, &mut http_call, &mut acc) {
                     Flow::Continue => {}
                     Flow::Reply(r) => {
@@ -513,7 +601,11 @@ fn drive(
 
     // Fire-and-forget calls still pending: offer them to the caller before the stream ends.
     for (plugin, id) in plugins.iter_mut().zip(ids.iter()) {
-        for call in plugin.pending_http_calls().into_iter().filter(|c| c.stream == Some(*id)) {
+        for call in plugin
+            .pending_http_calls()
+            .into_iter()
+            .filter(|c| c.stream == Some(*id))
+        {
             let answer = match http_call(&call) {
                 CallReply::Respond(r) => Some(r),
                 CallReply::Fail => None,
@@ -546,7 +638,12 @@ fn drive(
         let vm_id = plugin.spec().vm_id.clone();
         let data = plugin.shared().shared_data(&vm_id);
         shared_data.insert(vm_id, data);
-        pending_calls.extend(plugin.pending_http_calls().into_iter().filter(|c| acc.calls_made.iter().any(|m| m.id == c.id)));
+        pending_calls.extend(
+            plugin
+                .pending_http_calls()
+                .into_iter()
+                .filter(|c| acc.calls_made.iter().any(|m| m.id == c.id)),
+        );
         metrics = plugin.shared().metrics();
     }
     let (request_headers_after, request_body_after) = match forwarded {

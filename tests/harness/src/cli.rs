@@ -45,7 +45,9 @@ pub struct RequestFile {
 fn headers(value: Option<&Value>) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     let Some(value) = value else { return Ok(map) };
-    let list = value.as_array().ok_or("headers must be a list of [name, value] pairs")?;
+    let list = value
+        .as_array()
+        .ok_or("headers must be a list of [name, value] pairs")?;
     for pair in list {
         match pair.as_array().map(Vec::as_slice) {
             Some([Value::String(k), Value::String(v)]) => map.append(k, v),
@@ -56,7 +58,10 @@ fn headers(value: Option<&Value>) -> Result<HeaderMap, String> {
 }
 
 fn text(value: Option<&Value>) -> Vec<u8> {
-    value.and_then(Value::as_str).map(|s| s.as_bytes().to_vec()).unwrap_or_default()
+    value
+        .and_then(Value::as_str)
+        .map(|s| s.as_bytes().to_vec())
+        .unwrap_or_default()
 }
 
 impl RequestFile {
@@ -65,7 +70,11 @@ impl RequestFile {
     /// # Errors
     /// Invalid JSON or field shapes.
     pub fn parse(json_text: &str) -> Result<Self, String> {
-        let v: Value = if json_text.trim().is_empty() { json!({}) } else { serde_json::from_str(json_text).map_err(|e| e.to_string())? };
+        let v: Value = if json_text.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(json_text).map_err(|e| e.to_string())?
+        };
         let mut request = Request::get("/", "example.com");
         if v.get("headers").is_some() {
             request.headers = headers(v.get("headers"))?;
@@ -100,31 +109,56 @@ impl RequestFile {
             response.body = text(r.get("body"));
             response.trailers = headers(r.get("trailers"))?;
         }
-        let clusters = v
-            .get("clusters")
-            .and_then(Value::as_array)
-            .map(|l| l.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+        let clusters = v.get("clusters").and_then(Value::as_array).map(|l| {
+            l.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        });
         let mut http_calls = Vec::new();
-        for answer in v.get("http_calls").and_then(Value::as_array).cloned().unwrap_or_default() {
+        for answer in v
+            .get("http_calls")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
             if answer.as_str() == Some("fail") {
                 http_calls.push(CallReply::Fail);
                 continue;
             }
             let status = answer.get("status").and_then(Value::as_u64).unwrap_or(200);
-            let mut reply = HttpCallResponse::new(u16::try_from(status).unwrap_or(200), text(answer.get("body")));
+            let mut reply = HttpCallResponse::new(
+                u16::try_from(status).unwrap_or(200),
+                text(answer.get("body")),
+            );
             for (k, val) in headers(answer.get("headers"))?.iter() {
                 reply.headers.append(k, val);
             }
             http_calls.push(CallReply::Respond(reply));
         }
-        let worker = v.get("worker").and_then(Value::as_u64).and_then(|w| usize::try_from(w).ok()).unwrap_or(0);
-        Ok(Self { worker, request, response, clusters, http_calls })
+        let worker = v
+            .get("worker")
+            .and_then(Value::as_u64)
+            .and_then(|w| usize::try_from(w).ok())
+            .unwrap_or(0);
+        Ok(Self {
+            worker,
+            request,
+            response,
+            clusters,
+            http_calls,
+        })
     }
 }
 
 /// Header map as a JSON list of `[name, value]` pairs.
 pub fn headers_json(map: &HeaderMap) -> Value {
-    Value::Array(map.to_string_pairs().into_iter().map(|(k, v)| json!([k, v])).collect())
+    Value::Array(
+        map.to_string_pairs()
+            .into_iter()
+            .map(|(k, v)| json!([k, v]))
+            .collect(),
+    )
 }
 
 fn reply_json(reply: &LocalReply) -> Value {
@@ -142,12 +176,30 @@ pub fn outcome_json(out: &HttpOutcome) -> Value {
     let metrics: BTreeMap<&String, Value> = out
         .metrics
         .iter()
-        .map(|(k, m)| (k, if m.samples.is_empty() { json!(m.value) } else { json!({ "samples": m.samples }) }))
+        .map(|(k, m)| {
+            (
+                k,
+                if m.samples.is_empty() {
+                    json!(m.value)
+                } else {
+                    json!({ "samples": m.samples })
+                },
+            )
+        })
         .collect();
     let shared: BTreeMap<&String, BTreeMap<&String, Value>> = out
         .shared_data
         .iter()
-        .map(|(vm, data)| (vm, data.iter().map(|(k, (v, cas))| (k, json!({"value": String::from_utf8_lossy(v), "cas": cas}))).collect()))
+        .map(|(vm, data)| {
+            (
+                vm,
+                data.iter()
+                    .map(|(k, (v, cas))| {
+                        (k, json!({"value": String::from_utf8_lossy(v), "cas": cas}))
+                    })
+                    .collect(),
+            )
+        })
         .collect();
     let calls = |list: &[crate::types::PendingHttpCall]| -> Value {
         Value::Array(

@@ -47,13 +47,19 @@ impl FakeClock {
     }
 
     /// Switches to the machine's clocks (advance/set then have no effect).
-    #[allow(clippy::disallowed_methods, reason = "the real-time mode exists for the dev proxy, which serves real traffic")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the real-time mode exists for the dev proxy, which serves real traffic"
+    )]
     pub fn use_real_time(&self) {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        *self.real_origin.lock().unwrap_or_else(PoisonError::into_inner) = Some((wall, std::time::Instant::now()));
+        *self
+            .real_origin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((wall, std::time::Instant::now()));
         self.real.store(true, Ordering::SeqCst);
     }
 
@@ -61,21 +67,29 @@ impl FakeClock {
         if !self.real.load(Ordering::SeqCst) {
             return None;
         }
-        let origin = *self.real_origin.lock().unwrap_or_else(PoisonError::into_inner);
+        let origin = *self
+            .real_origin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         origin.map(|(wall, instant)| {
             let elapsed = u64::try_from(instant.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            (wall.saturating_add(elapsed), DEFAULT_MONOTONIC_START_NS.saturating_add(elapsed))
+            (
+                wall.saturating_add(elapsed),
+                DEFAULT_MONOTONIC_START_NS.saturating_add(elapsed),
+            )
         })
     }
 
     /// Wall time, ns since the Unix epoch.
     pub fn wall_ns(&self) -> u64 {
-        self.real_elapsed().map_or_else(|| self.wall_ns.load(Ordering::SeqCst), |(w, _)| w)
+        self.real_elapsed()
+            .map_or_else(|| self.wall_ns.load(Ordering::SeqCst), |(w, _)| w)
     }
 
     /// Monotonic time in ns.
     pub fn monotonic_ns(&self) -> u64 {
-        self.real_elapsed().map_or_else(|| self.monotonic_ns.load(Ordering::SeqCst), |(_, m)| m)
+        self.real_elapsed()
+            .map_or_else(|| self.monotonic_ns.load(Ordering::SeqCst), |(_, m)| m)
     }
 
     /// Sets the wall time.
@@ -112,7 +126,10 @@ impl Default for RandomSource {
 impl RandomSource {
     /// A repeatable source.
     pub fn seeded(seed: u64) -> Self {
-        Self { state: Mutex::new(seed), real: AtomicBool::new(false) }
+        Self {
+            state: Mutex::new(seed),
+            real: AtomicBool::new(false),
+        }
     }
 
     /// A source seeded from the process's random hasher keys (OS randomness via std); not a

@@ -29,7 +29,10 @@ impl Module {
 
     /// Names of the module's imports as `module.name`.
     pub fn imports(&self) -> Vec<String> {
-        self.inner.imports().map(|i| format!("{}.{}", i.module(), i.name())).collect()
+        self.inner
+            .imports()
+            .map(|i| format!("{}.{}", i.module(), i.name()))
+            .collect()
     }
 
     /// Names of the module's exports.
@@ -48,8 +51,12 @@ impl HostEngine {
     pub fn new() -> Result<Self, LoadError> {
         let mut config = wasmtime::Config::new();
         config.consume_fuel(true);
-        let engine = wasmtime::Engine::new(&config).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        Ok(Self { engine, cache: Mutex::new(HashMap::new()) })
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        Ok(Self {
+            engine,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The process-wide engine (created on first use), so every test shares compiled modules.
@@ -57,7 +64,10 @@ impl HostEngine {
     /// # Errors
     /// The engine could not be created.
     pub fn global() -> Result<&'static Self, LoadError> {
-        GLOBAL.get_or_init(|| Self::new().map_err(|e| e.to_string())).as_ref().map_err(|e| LoadError::Compile(e.clone()))
+        GLOBAL
+            .get_or_init(|| Self::new().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| LoadError::Compile(e.clone()))
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
@@ -70,8 +80,10 @@ impl HostEngine {
     /// The file cannot be read or compiled.
     pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Module, LoadError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| LoadError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         self.load_bytes(&bytes)
     }
 
@@ -85,13 +97,25 @@ impl HostEngine {
         let key = hasher.finish();
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(found) = cache.get(&key).and_then(|list| list.iter().find(|m| &*m.bytes == bytes)) {
+            if let Some(found) = cache
+                .get(&key)
+                .and_then(|list| list.iter().find(|m| &*m.bytes == bytes))
+            {
                 return Ok(found.clone());
             }
         }
-        let inner = wasmtime::Module::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let module = Module { inner, bytes: Arc::from(bytes) };
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default().push(module.clone());
+        let inner = wasmtime::Module::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let module = Module {
+            inner,
+            bytes: Arc::from(bytes),
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .push(module.clone());
         Ok(module)
     }
 }

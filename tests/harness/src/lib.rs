@@ -47,9 +47,12 @@ pub use clock::{DEFAULT_MONOTONIC_START_NS, DEFAULT_WALL_START_NS, FakeClock, Ra
 pub use engine::{HostEngine, Module};
 pub use plugin::{Phase, Plugin};
 pub use properties::{FILTER_STATE_PREFIX, SUPPORTED_PATHS};
-pub use shared::{DEFAULT_HISTOGRAM_BUCKETS, MetricType, MetricValue, SharedState, StatsTag, WASM_STAT_PREFIX};
+pub use shared::{
+    DEFAULT_HISTOGRAM_BUCKETS, MetricType, MetricValue, SharedState, StatsTag, WASM_STAT_PREFIX,
+};
 pub use types::{
-    Action, CallId, CalloutOutcome, DEFAULT_FUEL_PER_CALLBACK, FailPolicy, FilterState, FinishOutcome, HeaderMap, HostError,
-    HttpCallResponse, LoadError, LocalReply, LogEntry, LogLevel, NodeInfo, PendingHttpCall, PhaseOutcome, PluginSpec,
-    PropValue, StreamEvent, StreamId, StreamInfo,
+    Action, CallId, CalloutOutcome, DEFAULT_FUEL_PER_CALLBACK, FailPolicy, FilterState,
+    FinishOutcome, HeaderMap, HostError, HttpCallResponse, LoadError, LocalReply, LogEntry,
+    LogLevel, NodeInfo, PendingHttpCall, PhaseOutcome, PluginSpec, PropValue, StreamEvent,
+    StreamId, StreamInfo,
 };

@@ -9,12 +9,13 @@ use wasmtime::Linker;
 use crate::engine::{HostEngine, Module};
 use crate::shared::SharedState;
 use crate::types::{
-    Action, CallId, CalloutOutcome, FailPolicy, FilterState, FinishOutcome, HeaderMap, HostError, HttpCallResponse,
-    LoadError, LocalReply, LogEntry, PendingHttpCall, PhaseOutcome, PluginSpec, StreamEvent, StreamId, StreamInfo,
+    Action, CallId, CalloutOutcome, FailPolicy, FilterState, FinishOutcome, HeaderMap, HostError,
+    HttpCallResponse, LoadError, LocalReply, LogEntry, PendingHttpCall, PhaseOutcome, PluginSpec,
+    StreamEvent, StreamId, StreamInfo,
 };
 use crate::vm::{
-    CallReport, Deferred, HostState, PluginInfo, REQUEST_HEADERS, REQUEST_TRAILERS, RESPONSE_HEADERS, RESPONSE_TRAILERS,
-    StreamCtx, Vm,
+    CallReport, Deferred, HostState, PluginInfo, REQUEST_HEADERS, REQUEST_TRAILERS,
+    RESPONSE_HEADERS, RESPONSE_TRAILERS, StreamCtx, Vm,
 };
 
 /// Root context id in every VM (cpp-host numbers roots from 1; 0 is the internal VM context).
@@ -69,11 +70,10 @@ impl Phase {
 
     /// Whether this is a request-direction (decoder) callback.
     pub fn is_request(self) -> bool {
-        matches!(self, Self::RequestHeaders | Self::RequestBody | Self::RequestTrailers)
-    }
-
-    fn is_headers(self) -> bool {
-        matches!(self, Self::RequestHeaders | Self::ResponseHeaders)
+        matches!(
+            self,
+            Self::RequestHeaders | Self::RequestBody | Self::RequestTrailers
+        )
     }
 }
 
@@ -115,14 +115,27 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.spec.name).field("workers", &self.workers.len()).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("name", &self.spec.name)
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
     }
 }
 
-fn trap_outcome(trap: String, policy: FailPolicy, report_logs: Vec<LogEntry>, fuel: u64, hostcalls: u64) -> PhaseOutcome {
+fn trap_outcome(
+    trap: String,
+    policy: FailPolicy,
+    report_logs: Vec<LogEntry>,
+    fuel: u64,
+    hostcalls: u64,
+) -> PhaseOutcome {
     let mut out = PhaseOutcome::skipped();
     out.skipped = policy == FailPolicy::FailOpen;
-    out.action = if policy == FailPolicy::FailOpen { Action::Continue } else { Action::Failed(LocalReply::wasm_fail_stream()) };
+    out.action = if policy == FailPolicy::FailOpen {
+        Action::Continue
+    } else {
+        Action::Failed(LocalReply::wasm_fail_stream())
+    };
     out.trap = Some(trap);
     out.logs = report_logs;
     out.fuel = fuel;
@@ -138,9 +151,16 @@ impl Plugin {
     /// # Errors
     /// [`LoadError::Rejected`] when `on_configure` returns false or traps (Envoy NACK);
     /// other variants for modules Envoy would refuse.
-    pub fn load(engine: &HostEngine, module: &Module, spec: PluginSpec, shared: &SharedState) -> Result<Self, LoadError> {
+    pub fn load(
+        engine: &HostEngine,
+        module: &Module,
+        spec: PluginSpec,
+        shared: &SharedState,
+    ) -> Result<Self, LoadError> {
         if spec.workers == 0 {
-            return Err(LoadError::InvalidSpec("workers must be at least 1".to_owned()));
+            return Err(LoadError::InvalidSpec(
+                "workers must be at least 1".to_owned(),
+            ));
         }
         crate::abi::check_module(module)?;
         let linker = crate::abi::linker(engine.wasmtime())?;
@@ -183,14 +203,29 @@ impl Plugin {
     fn start_vm(&mut self, worker: Option<usize>) -> Result<Vm, LoadError> {
         self.next_generation += 1;
         let state = HostState::new(self.shared.clone(), self.info.clone(), worker);
-        let mut vm = Vm::instantiate(&self.engine, &self.linker, &self.module, state, self.spec.fuel_per_callback, self.next_generation)
-            .map_err(|e| match e {
-                LoadError::StartFailed { phase, reason, logs } => {
-                    self.logs.extend(logs.iter().cloned());
-                    LoadError::StartFailed { phase, reason, logs }
+        let mut vm = Vm::instantiate(
+            &self.engine,
+            &self.linker,
+            &self.module,
+            state,
+            self.spec.fuel_per_callback,
+            self.next_generation,
+        )
+        .map_err(|e| match e {
+            LoadError::StartFailed {
+                phase,
+                reason,
+                logs,
+            } => {
+                self.logs.extend(logs.iter().cloned());
+                LoadError::StartFailed {
+                    phase,
+                    reason,
+                    logs,
                 }
-                other => other,
-            })?;
+            }
+            other => other,
+        })?;
         let mut logs: Vec<LogEntry> = std::mem::take(&mut vm.store.data_mut().logs);
         vm.store.data_mut().root_ctx = ROOT_CTX;
         let root = ROOT_CTX as i32;
@@ -199,7 +234,11 @@ impl Plugin {
         logs.extend(report.logs.iter().cloned());
         if let Err(reason) = report.result {
             self.logs.extend(logs.iter().cloned());
-            return Err(LoadError::StartFailed { phase: "proxy_on_context_create".to_owned(), reason, logs });
+            return Err(LoadError::StartFailed {
+                phase: "proxy_on_context_create".to_owned(),
+                reason,
+                logs,
+            });
         }
 
         let vm_cfg_len = i32::try_from(self.spec.vm_configuration.len()).unwrap_or(i32::MAX);
@@ -209,7 +248,11 @@ impl Plugin {
         match report.result {
             Err(reason) => {
                 self.logs.extend(logs.iter().cloned());
-                return Err(LoadError::StartFailed { phase: "proxy_on_vm_start".to_owned(), reason, logs });
+                return Err(LoadError::StartFailed {
+                    phase: "proxy_on_vm_start".to_owned(),
+                    reason,
+                    logs,
+                });
             }
             Ok(Some(0)) => {
                 self.logs.extend(logs.iter().cloned());
@@ -231,17 +274,29 @@ impl Plugin {
         self.logs.extend(logs.iter().cloned());
         match report.result {
             Err(reason) => Err(LoadError::Rejected { reason, logs }),
-            Ok(Some(0)) => Err(LoadError::Rejected { reason: "returned false".to_owned(), logs }),
+            Ok(Some(0)) => Err(LoadError::Rejected {
+                reason: "returned false".to_owned(),
+                logs,
+            }),
             Ok(_) => Ok(vm),
         }
     }
 
     /// Registers calls and tick changes made during a call on `vm`.
-    fn absorb_root_report<R>(&mut self, worker: Option<usize>, vm: &mut Vm, report: &CallReport<R>) {
+    fn absorb_root_report<R>(
+        &mut self,
+        worker: Option<usize>,
+        vm: &mut Vm,
+        report: &CallReport<R>,
+    ) {
         if let Some(period) = vm.store.data_mut().tick_period_ms.take() {
             vm.tick_period_ns = u64::from(period) * 1_000_000;
-            vm.tick_due_ns =
-                (period > 0).then(|| self.shared.clock().monotonic_ns().saturating_add(vm.tick_period_ns));
+            vm.tick_due_ns = (period > 0).then(|| {
+                self.shared
+                    .clock()
+                    .monotonic_ns()
+                    .saturating_add(vm.tick_period_ns)
+            });
         }
         // Calls made by the canary die with it.
         let Some(worker) = worker else { return };
@@ -249,9 +304,14 @@ impl Plugin {
             let stream = self
                 .streams
                 .iter()
-                .find(|(_, r)| r.worker == worker && r.ctx == call.ctx && r.generation == vm.generation)
+                .find(|(_, r)| {
+                    r.worker == worker && r.ctx == call.ctx && r.generation == vm.generation
+                })
                 .map(|(id, _)| StreamId(*id));
-            let id = CallId { worker, token: call.token };
+            let id = CallId {
+                worker,
+                token: call.token,
+            };
             self.pending.insert(
                 id,
                 PendingCall {
@@ -297,7 +357,10 @@ impl Plugin {
     /// # Errors
     /// Unknown worker.
     pub fn memory_bytes(&mut self, worker: usize) -> Result<usize, HostError> {
-        self.workers.get_mut(worker).map(Vm::memory_bytes).ok_or(HostError::UnknownWorker(worker))
+        self.workers
+            .get_mut(worker)
+            .map(Vm::memory_bytes)
+            .ok_or(HostError::UnknownWorker(worker))
     }
 
     /// The trap message if that worker's VM has failed.
@@ -330,7 +393,10 @@ impl Plugin {
     /// # Errors
     /// Unknown stream.
     pub fn filter_state(&self, stream: StreamId) -> Result<FilterState, HostError> {
-        self.streams.get(&stream.0).map(|r| r.filter_state.clone()).ok_or(HostError::UnknownStream(stream))
+        self.streams
+            .get(&stream.0)
+            .map(|r| r.filter_state.clone())
+            .ok_or(HostError::UnknownStream(stream))
     }
 
     /// Replaces the stream info of a stream (e.g. the route chosen after a route-cache clear).
@@ -338,7 +404,10 @@ impl Plugin {
     /// # Errors
     /// Unknown stream.
     pub fn set_stream_info(&mut self, stream: StreamId, info: StreamInfo) -> Result<(), HostError> {
-        let rec = self.streams.get_mut(&stream.0).ok_or(HostError::UnknownStream(stream))?;
+        let rec = self
+            .streams
+            .get_mut(&stream.0)
+            .ok_or(HostError::UnknownStream(stream))?;
         rec.info = info.clone();
         let ctx = rec.ctx;
         if let Some(vm) = self.workers.get_mut(rec.worker)
@@ -365,12 +434,25 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown worker.
-    pub fn new_stream_with(&mut self, worker: usize, info: &StreamInfo, filter_state: &FilterState) -> Result<StreamId, HostError> {
-        let failed = self.workers.get(worker).ok_or(HostError::UnknownWorker(worker))?.failed.is_some();
+    pub fn new_stream_with(
+        &mut self,
+        worker: usize,
+        info: &StreamInfo,
+        filter_state: &FilterState,
+    ) -> Result<StreamId, HostError> {
+        let failed = self
+            .workers
+            .get(worker)
+            .ok_or(HostError::UnknownWorker(worker))?
+            .failed
+            .is_some();
         if failed && self.spec.fail_policy == FailPolicy::Reload {
             self.reload_worker(worker);
         }
-        let vm = self.workers.get_mut(worker).ok_or(HostError::UnknownWorker(worker))?;
+        let vm = self
+            .workers
+            .get_mut(worker)
+            .ok_or(HostError::UnknownWorker(worker))?;
         let ctx = vm.next_ctx;
         vm.next_ctx += 1;
         self.next_stream += 1;
@@ -411,8 +493,19 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown stream.
-    pub fn request_headers(&mut self, stream: StreamId, headers: &mut HeaderMap, end_of_stream: bool) -> Result<PhaseOutcome, HostError> {
-        self.phase(stream, Phase::RequestHeaders, Some(headers), None, end_of_stream)
+    pub fn request_headers(
+        &mut self,
+        stream: StreamId,
+        headers: &mut HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<PhaseOutcome, HostError> {
+        self.phase(
+            stream,
+            Phase::RequestHeaders,
+            Some(headers),
+            None,
+            end_of_stream,
+        )
     }
 
     /// `proxy_on_request_body` with the next chunk. If an earlier body callback paused (buffer),
@@ -422,7 +515,12 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown stream.
-    pub fn request_body(&mut self, stream: StreamId, body: &mut Vec<u8>, end_of_stream: bool) -> Result<PhaseOutcome, HostError> {
+    pub fn request_body(
+        &mut self,
+        stream: StreamId,
+        body: &mut Vec<u8>,
+        end_of_stream: bool,
+    ) -> Result<PhaseOutcome, HostError> {
         self.phase(stream, Phase::RequestBody, None, Some(body), end_of_stream)
     }
 
@@ -430,7 +528,11 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown stream.
-    pub fn request_trailers(&mut self, stream: StreamId, trailers: &mut HeaderMap) -> Result<PhaseOutcome, HostError> {
+    pub fn request_trailers(
+        &mut self,
+        stream: StreamId,
+        trailers: &mut HeaderMap,
+    ) -> Result<PhaseOutcome, HostError> {
         self.phase(stream, Phase::RequestTrailers, Some(trailers), None, true)
     }
 
@@ -438,15 +540,31 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown stream.
-    pub fn response_headers(&mut self, stream: StreamId, headers: &mut HeaderMap, end_of_stream: bool) -> Result<PhaseOutcome, HostError> {
-        self.phase(stream, Phase::ResponseHeaders, Some(headers), None, end_of_stream)
+    pub fn response_headers(
+        &mut self,
+        stream: StreamId,
+        headers: &mut HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<PhaseOutcome, HostError> {
+        self.phase(
+            stream,
+            Phase::ResponseHeaders,
+            Some(headers),
+            None,
+            end_of_stream,
+        )
     }
 
     /// `proxy_on_response_body` (same buffering rules as [`Plugin::request_body`]).
     ///
     /// # Errors
     /// Unknown stream.
-    pub fn response_body(&mut self, stream: StreamId, body: &mut Vec<u8>, end_of_stream: bool) -> Result<PhaseOutcome, HostError> {
+    pub fn response_body(
+        &mut self,
+        stream: StreamId,
+        body: &mut Vec<u8>,
+        end_of_stream: bool,
+    ) -> Result<PhaseOutcome, HostError> {
         self.phase(stream, Phase::ResponseBody, None, Some(body), end_of_stream)
     }
 
@@ -454,7 +572,11 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown stream.
-    pub fn response_trailers(&mut self, stream: StreamId, trailers: &mut HeaderMap) -> Result<PhaseOutcome, HostError> {
+    pub fn response_trailers(
+        &mut self,
+        stream: StreamId,
+        trailers: &mut HeaderMap,
+    ) -> Result<PhaseOutcome, HostError> {
         self.phase(stream, Phase::ResponseTrailers, Some(trailers), None, true)
     }
 
@@ -476,8 +598,14 @@ impl Plugin {
         end_of_stream: bool,
     ) -> Result<PhaseOutcome, HostError> {
         let policy = self.spec.fail_policy;
-        let rec = self.streams.get_mut(&stream.0).ok_or(HostError::UnknownStream(stream))?;
-        let vm = self.workers.get_mut(rec.worker).ok_or(HostError::UnknownWorker(rec.worker))?;
+        let rec = self
+            .streams
+            .get_mut(&stream.0)
+            .ok_or(HostError::UnknownStream(stream))?;
+        let vm = self
+            .workers
+            .get_mut(rec.worker)
+            .ok_or(HostError::UnknownWorker(rec.worker))?;
         let (ctx, worker) = (rec.ctx, rec.worker);
 
         if vm.generation != rec.generation || vm.failed.is_some() {
@@ -485,7 +613,10 @@ impl Plugin {
                 PhaseOutcome::skipped()
             } else {
                 rec.failed_reported = true;
-                let reason = vm.failed.clone().unwrap_or_else(|| "vm was replaced".to_owned());
+                let reason = vm
+                    .failed
+                    .clone()
+                    .unwrap_or_else(|| "vm was replaced".to_owned());
                 let mut out = trap_outcome(reason, policy, Vec::new(), 0, 0);
                 out.trap = None;
                 out
@@ -499,13 +630,24 @@ impl Plugin {
                 // Envoy: a context that never saw request headers skips the other callbacks.
                 return Ok(PhaseOutcome::skipped());
             }
-            let request_time_ns = rec.info.request_time_ns.unwrap_or_else(|| i64::try_from(self.shared.clock().wall_ns()).unwrap_or(i64::MAX));
+            let request_time_ns = rec.info.request_time_ns.unwrap_or_else(|| {
+                i64::try_from(self.shared.clock().wall_ns()).unwrap_or(i64::MAX)
+            });
             vm.store.data_mut().streams.insert(
                 ctx,
-                StreamCtx { info: rec.info.clone(), filter_state: rec.filter_state.clone(), request_time_ns, ..StreamCtx::default() },
+                StreamCtx {
+                    info: rec.info.clone(),
+                    filter_state: rec.filter_state.clone(),
+                    request_time_ns,
+                    ..StreamCtx::default()
+                },
             );
             rec.created = true;
-            let report = vm.call::<(i32, i32), ()>("proxy_on_context_create", ctx, (ctx as i32, ROOT_CTX as i32));
+            let report = vm.call::<(i32, i32), ()>(
+                "proxy_on_context_create",
+                ctx,
+                (ctx as i32, ROOT_CTX as i32),
+            );
             fuel += report.fuel;
             hostcalls += report.hostcalls;
             logs.extend(report.logs);
@@ -553,7 +695,9 @@ impl Plugin {
         let count = i32::try_from(count).unwrap_or(i32::MAX);
         let eos = i32::from(end_of_stream);
         let report = match phase {
-            Phase::RequestTrailers | Phase::ResponseTrailers => vm.call::<(i32, i32), i32>(phase.export(), ctx, (ctx as i32, count)),
+            Phase::RequestTrailers | Phase::ResponseTrailers => {
+                vm.call::<(i32, i32), i32>(phase.export(), ctx, (ctx as i32, count))
+            }
             _ => vm.call::<(i32, i32, i32), i32>(phase.export(), ctx, (ctx as i32, count, eos)),
         };
         fuel += report.fuel;
@@ -567,7 +711,9 @@ impl Plugin {
         };
         let paused = report.result.is_ok()
             && match phase {
-                Phase::RequestHeaders | Phase::ResponseHeaders => raw_action != 0 && raw_action != 2,
+                Phase::RequestHeaders | Phase::ResponseHeaders => {
+                    raw_action != 0 && raw_action != 2
+                }
                 _ => raw_action != 0,
             };
         let mut local_reply = None;
@@ -575,10 +721,8 @@ impl Plugin {
         let mut continue_requested = false;
         for d in &report.deferred {
             match d {
-                Deferred::LocalReply { ctx: c, reply } if *c == ctx => {
-                    if local_reply.is_none() {
-                        local_reply = Some(reply.clone());
-                    }
+                Deferred::LocalReply { ctx: c, reply } if *c == ctx && local_reply.is_none() => {
+                    local_reply = Some(reply.clone());
                 }
                 Deferred::Close { ctx: c } if *c == ctx => reset = true,
                 Deferred::Continue { ctx: c, .. } if *c == ctx => continue_requested = true,
@@ -589,7 +733,10 @@ impl Plugin {
         let keep_held = paused && !stopped;
         if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
             if let (Some(slot), Some(map)) = (phase.map_slot(), map) {
-                let current = s.maps.get_mut(slot).and_then(|m| if keep_held { m.clone() } else { m.take() });
+                let current = s
+                    .maps
+                    .get_mut(slot)
+                    .and_then(|m| if keep_held { m.clone() } else { m.take() });
                 if let Some(current) = current {
                     *map = current;
                 }
@@ -601,7 +748,10 @@ impl Plugin {
                 }
             }
             if let (Some(slot), Some(body)) = (phase.body_slot(), body) {
-                let current = s.bodies.get_mut(slot).and_then(|b| if keep_held { b.clone() } else { b.take() });
+                let current = s
+                    .bodies
+                    .get_mut(slot)
+                    .and_then(|b| if keep_held { b.clone() } else { b.take() });
                 if let Some(current) = current {
                     *body = current;
                 }
@@ -648,18 +798,36 @@ impl Plugin {
         } else {
             Action::Continue
         };
-        Ok(PhaseOutcome { action, route_cache_cleared, skipped: false, continue_requested, fuel, hostcalls, logs, trap: None })
+        Ok(PhaseOutcome {
+            action,
+            route_cache_cleared,
+            skipped: false,
+            continue_requested,
+            fuel,
+            hostcalls,
+            logs,
+            trap: None,
+        })
     }
 
     /// Turns deferred actions aimed at other contexts of `worker` into stream events.
-    fn apply_deferred(&mut self, worker: usize, vm: &mut Vm, deferred: &[Deferred]) -> Vec<StreamEvent> {
+    fn apply_deferred(
+        &mut self,
+        worker: usize,
+        vm: &mut Vm,
+        deferred: &[Deferred],
+    ) -> Vec<StreamEvent> {
         let mut events = Vec::new();
         for d in deferred {
             let ctx = match d {
-                Deferred::Continue { ctx, .. } | Deferred::Close { ctx } | Deferred::LocalReply { ctx, .. } => *ctx,
+                Deferred::Continue { ctx, .. }
+                | Deferred::Close { ctx }
+                | Deferred::LocalReply { ctx, .. } => *ctx,
             };
-            let Some((id, rec)) =
-                self.streams.iter_mut().find(|(_, r)| r.worker == worker && r.ctx == ctx && r.generation == vm.generation)
+            let Some((id, rec)) = self
+                .streams
+                .iter_mut()
+                .find(|(_, r)| r.worker == worker && r.ctx == ctx && r.generation == vm.generation)
             else {
                 continue;
             };
@@ -674,19 +842,32 @@ impl Plugin {
                     rec.paused = None;
                     let (headers, body) = match held {
                         Some(s) => (
-                            phase.map_slot().and_then(|slot| s.maps.get_mut(slot)).and_then(Option::take),
-                            phase.body_slot().and_then(|slot| s.bodies.get_mut(slot)).and_then(Option::take),
+                            phase
+                                .map_slot()
+                                .and_then(|slot| s.maps.get_mut(slot))
+                                .and_then(Option::take),
+                            phase
+                                .body_slot()
+                                .and_then(|slot| s.bodies.get_mut(slot))
+                                .and_then(Option::take),
                         ),
                         None => (None, None),
                     };
-                    if let (Some(s), Some(h)) = (vm.store.data_mut().streams.get_mut(&ctx), headers.as_ref()) {
+                    if let (Some(s), Some(h)) =
+                        (vm.store.data_mut().streams.get_mut(&ctx), headers.as_ref())
+                    {
                         if phase == Phase::RequestHeaders {
                             s.request_seen = Some(h.clone());
                         } else if phase == Phase::ResponseHeaders {
                             s.response_seen = Some(h.clone());
                         }
                     }
-                    events.push(StreamEvent::Resumed { stream, request: phase.is_request(), headers, body });
+                    events.push(StreamEvent::Resumed {
+                        stream,
+                        request: phase.is_request(),
+                        headers,
+                        body,
+                    });
                 }
                 Deferred::LocalReply { reply, .. } => {
                     rec.paused = None;
@@ -695,7 +876,10 @@ impl Plugin {
                         s.bodies = Default::default();
                         s.response_code_details.clone_from(&reply.details);
                     }
-                    events.push(StreamEvent::LocalReply { stream, reply: reply.clone() });
+                    events.push(StreamEvent::LocalReply {
+                        stream,
+                        reply: reply.clone(),
+                    });
                 }
                 Deferred::Close { .. } => {
                     rec.paused = None;
@@ -721,7 +905,10 @@ impl Plugin {
                 rec.failed_reported = true;
                 Action::Failed(LocalReply::wasm_fail_stream())
             };
-            events.push(StreamEvent::Failed { stream: StreamId(*id), action });
+            events.push(StreamEvent::Failed {
+                stream: StreamId(*id),
+                action,
+            });
         }
         events
     }
@@ -733,33 +920,54 @@ impl Plugin {
     /// # Errors
     /// Unknown stream.
     pub fn finish(&mut self, stream: StreamId) -> Result<FinishOutcome, HostError> {
-        let rec = self.streams.remove(&stream.0).ok_or(HostError::UnknownStream(stream))?;
+        let rec = self
+            .streams
+            .remove(&stream.0)
+            .ok_or(HostError::UnknownStream(stream))?;
         let mut out = FinishOutcome::default();
-        let Some(vm) = self.workers.get_mut(rec.worker) else { return Ok(out) };
+        let Some(vm) = self.workers.get_mut(rec.worker) else {
+            return Ok(out);
+        };
         if vm.generation != rec.generation || vm.failed.is_some() {
             return Ok(out);
         }
         let ctx = rec.ctx;
         let mut steps: Vec<&str> = Vec::new();
         if !rec.created {
-            let request_time_ns = rec.info.request_time_ns.unwrap_or_else(|| i64::try_from(self.shared.clock().wall_ns()).unwrap_or(i64::MAX));
+            let request_time_ns = rec.info.request_time_ns.unwrap_or_else(|| {
+                i64::try_from(self.shared.clock().wall_ns()).unwrap_or(i64::MAX)
+            });
             vm.store.data_mut().streams.insert(
                 ctx,
-                StreamCtx { info: rec.info.clone(), filter_state: rec.filter_state.clone(), request_time_ns, ..StreamCtx::default() },
+                StreamCtx {
+                    info: rec.info.clone(),
+                    filter_state: rec.filter_state.clone(),
+                    request_time_ns,
+                    ..StreamCtx::default()
+                },
             );
             steps.push("proxy_on_context_create");
         }
         if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
             s.in_log = true;
-            s.maps = [s.request_seen.clone(), None, s.response_seen.clone(), s.response_trailers_seen.clone()];
+            s.maps = [
+                s.request_seen.clone(),
+                None,
+                s.response_seen.clone(),
+                s.response_trailers_seen.clone(),
+            ];
             s.bodies = Default::default();
         }
         steps.extend(["proxy_on_log", "proxy_on_done", "proxy_on_delete"]);
         let mut reports = Vec::new();
         for step in steps {
             let report = match step {
-                "proxy_on_context_create" => vm.call::<(i32, i32), ()>(step, ctx, (ctx as i32, ROOT_CTX as i32)).map_result(|_| ()),
-                "proxy_on_done" => vm.call::<i32, i32>(step, ctx, ctx as i32).map_result(|_| ()),
+                "proxy_on_context_create" => vm
+                    .call::<(i32, i32), ()>(step, ctx, (ctx as i32, ROOT_CTX as i32))
+                    .map_result(|_| ()),
+                "proxy_on_done" => vm
+                    .call::<i32, i32>(step, ctx, ctx as i32)
+                    .map_result(|_| ()),
                 _ => vm.call::<i32, ()>(step, ctx, ctx as i32).map_result(|_| ()),
             };
             out.fuel += report.fuel;
@@ -793,7 +1001,12 @@ impl Plugin {
 
     // === asynchronous deliveries ===
 
-    fn root_callback<P: wasmtime::WasmParams>(&mut self, worker: usize, name: &str, params: P) -> CalloutOutcome {
+    fn root_callback<P: wasmtime::WasmParams>(
+        &mut self,
+        worker: usize,
+        name: &str,
+        params: P,
+    ) -> CalloutOutcome {
         let mut taken = std::mem::take(&mut self.workers);
         let mut out = CalloutOutcome::default();
         if let Some(vm) = taken.get_mut(worker)
@@ -826,9 +1039,18 @@ impl Plugin {
     ///
     /// # Errors
     /// Unknown call.
-    pub fn deliver_http_response(&mut self, call: CallId, response: Option<HttpCallResponse>) -> Result<CalloutOutcome, HostError> {
-        let pending = self.pending.remove(&call).ok_or(HostError::UnknownCall(call))?;
-        let Some(vm) = self.workers.get_mut(call.worker) else { return Err(HostError::UnknownWorker(call.worker)) };
+    pub fn deliver_http_response(
+        &mut self,
+        call: CallId,
+        response: Option<HttpCallResponse>,
+    ) -> Result<CalloutOutcome, HostError> {
+        let pending = self
+            .pending
+            .remove(&call)
+            .ok_or(HostError::UnknownCall(call))?;
+        let Some(vm) = self.workers.get_mut(call.worker) else {
+            return Err(HostError::UnknownWorker(call.worker));
+        };
         if vm.generation != pending.generation || vm.failed.is_some() {
             return Ok(CalloutOutcome::default());
         }
@@ -837,13 +1059,23 @@ impl Plugin {
             None => (0, 0, 0),
         };
         let state = vm.store.data_mut();
-        state.status = if response.is_some() { (0, Vec::new()) } else { (11, b"reset".to_vec()) };
+        state.status = if response.is_some() {
+            (0, Vec::new())
+        } else {
+            (11, b"reset".to_vec())
+        };
         state.call_response = Some(response.unwrap_or_default());
         let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let out = self.root_callback(
             call.worker,
             "proxy_on_http_call_response",
-            (ROOT_CTX as i32, call.token as i32, as_i32(nh), as_i32(nb), as_i32(nt)),
+            (
+                ROOT_CTX as i32,
+                call.token as i32,
+                as_i32(nh),
+                as_i32(nb),
+                as_i32(nt),
+            ),
         );
         Ok(out)
     }
@@ -853,9 +1085,17 @@ impl Plugin {
     /// # Errors
     /// Unknown worker.
     pub fn tick(&mut self, worker: usize) -> Result<CalloutOutcome, HostError> {
-        let vm = self.workers.get_mut(worker).ok_or(HostError::UnknownWorker(worker))?;
+        let vm = self
+            .workers
+            .get_mut(worker)
+            .ok_or(HostError::UnknownWorker(worker))?;
         if vm.tick_period_ns > 0 {
-            vm.tick_due_ns = Some(self.shared.clock().monotonic_ns().saturating_add(vm.tick_period_ns));
+            vm.tick_due_ns = Some(
+                self.shared
+                    .clock()
+                    .monotonic_ns()
+                    .saturating_add(vm.tick_period_ns),
+            );
         }
         Ok(self.root_callback(worker, "proxy_on_tick", ROOT_CTX as i32))
     }
@@ -888,11 +1128,17 @@ impl Plugin {
             let all = std::mem::take(&mut t.queue_notifications);
             let (mine, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|n| n.0 == uid);
             t.queue_notifications = others;
-            mine.into_iter().filter_map(|(_, w, _, token)| w.map(|w| (w, token))).collect()
+            mine.into_iter()
+                .filter_map(|(_, w, _, token)| w.map(|w| (w, token)))
+                .collect()
         };
         let mut out = CalloutOutcome::default();
         for (worker, token) in mine {
-            let o = self.root_callback(worker, "proxy_on_queue_ready", (ROOT_CTX as i32, token as i32));
+            let o = self.root_callback(
+                worker,
+                "proxy_on_queue_ready",
+                (ROOT_CTX as i32, token as i32),
+            );
             merge(&mut out, o);
         }
         out
@@ -917,7 +1163,8 @@ impl Plugin {
             let report = vm.call::<i32, i32>("proxy_on_done", ROOT_CTX, ROOT_CTX as i32);
             out.fuel += report.fuel;
             out.logs.extend(report.logs);
-            let done = matches!(report.result, Ok(Some(v)) if v != 0) || matches!(report.result, Ok(None));
+            let done =
+                matches!(report.result, Ok(Some(v)) if v != 0) || matches!(report.result, Ok(None));
             if done || vm.store.data().done_called {
                 let report = vm.call::<i32, ()>("proxy_on_delete", ROOT_CTX, ROOT_CTX as i32);
                 out.fuel += report.fuel;

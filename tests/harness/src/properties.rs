@@ -67,7 +67,9 @@ fn query_of(path: &str) -> &str {
 
 /// Resolves `path`; `Ok(bytes)` (empty = the SDK's `None`) or a status (NotFound, …).
 pub(crate) fn get(state: &HostState, path: &[String]) -> Result<Vec<u8>, i32> {
-    let Some(first) = path.first() else { return Err(NOT_FOUND) };
+    let Some(first) = path.first() else {
+        return Err(NOT_FOUND);
+    };
     let stream = state.acting_stream();
     if let Some(stream) = stream {
         let dotted = path.join(".");
@@ -81,10 +83,16 @@ pub(crate) fn get(state: &HostState, path: &[String]) -> Result<Vec<u8>, i32> {
         "response" => response(stream.ok_or(NOT_FOUND)?, rest),
         "source" | "destination" => {
             let s = stream.ok_or(NOT_FOUND)?;
-            let address = if first == "source" { &s.info.source_address } else { &s.info.destination_address };
+            let address = if first == "source" {
+                &s.info.source_address
+            } else {
+                &s.info.destination_address
+            };
             match rest.first().map(String::as_str) {
                 Some("address") => Ok(PropValue::String(address.clone()).encode()),
-                Some("port") => port_of(address).map(|p| PropValue::Int(p).encode()).ok_or(NOT_FOUND),
+                Some("port") => port_of(address)
+                    .map(|p| PropValue::Int(p).encode())
+                    .ok_or(NOT_FOUND),
                 _ => Err(NOT_FOUND),
             }
         }
@@ -97,8 +105,18 @@ pub(crate) fn get(state: &HostState, path: &[String]) -> Result<Vec<u8>, i32> {
             }
         }
         "xds" => match rest.first().map(String::as_str) {
-            Some("route_name") => Ok(stream.ok_or(NOT_FOUND)?.info.route_name.clone().into_bytes()),
-            Some("cluster_name") => Ok(stream.ok_or(NOT_FOUND)?.info.cluster_name.clone().into_bytes()),
+            Some("route_name") => Ok(stream
+                .ok_or(NOT_FOUND)?
+                .info
+                .route_name
+                .clone()
+                .into_bytes()),
+            Some("cluster_name") => Ok(stream
+                .ok_or(NOT_FOUND)?
+                .info
+                .cluster_name
+                .clone()
+                .into_bytes()),
             Some("node") => node(state, rest.get(1..).unwrap_or(&[])),
             _ => Err(NOT_FOUND),
         },
@@ -137,7 +155,11 @@ fn request(s: &StreamCtx, rest: &[String]) -> Result<Vec<u8>, i32> {
         Some("path") => get(":path"),
         Some("url_path") => {
             let path = get(":path")?;
-            Ok(path.split(|b| *b == b'?').next().unwrap_or_default().to_vec())
+            Ok(path
+                .split(|b| *b == b'?')
+                .next()
+                .unwrap_or_default()
+                .to_vec())
         }
         Some("host") => get(":authority"),
         Some("scheme") => get(":scheme"),
@@ -147,7 +169,9 @@ fn request(s: &StreamCtx, rest: &[String]) -> Result<Vec<u8>, i32> {
         Some("id") => get("x-request-id"),
         Some("query") => {
             let path = get(":path")?;
-            Ok(query_of(&String::from_utf8_lossy(&path)).as_bytes().to_vec())
+            Ok(query_of(&String::from_utf8_lossy(&path))
+                .as_bytes()
+                .to_vec())
         }
         Some("headers") => match rest.get(1) {
             None => Ok(map_value(headers)),
@@ -169,10 +193,15 @@ fn response(s: &StreamCtx, rest: &[String]) -> Result<Vec<u8>, i32> {
             }
         }
         Some("flags") => Ok(PropValue::Int(0).encode()),
-        Some("size") => Ok(PropValue::Int(i64::try_from(s.response_body_size).unwrap_or(i64::MAX)).encode()),
+        Some("size") => {
+            Ok(PropValue::Int(i64::try_from(s.response_body_size).unwrap_or(i64::MAX)).encode())
+        }
         Some("code") => {
             let headers = s.response_seen.as_ref().ok_or(NOT_FOUND)?;
-            let code: i64 = headers.get(":status").and_then(|v| v.parse().ok()).ok_or(NOT_FOUND)?;
+            let code: i64 = headers
+                .get(":status")
+                .and_then(|v| v.parse().ok())
+                .ok_or(NOT_FOUND)?;
             Ok(PropValue::Int(code).encode())
         }
         Some("grpc_status") => {
@@ -210,7 +239,11 @@ fn node(state: &HostState, rest: &[String]) -> Result<Vec<u8>, i32> {
         Some("id") => Ok(node.id.into_bytes()),
         Some("cluster") => Ok(node.cluster.into_bytes()),
         Some("metadata") => match rest.get(1) {
-            Some(key) => node.metadata.get(key).map(|v| v.clone().into_bytes()).ok_or(NOT_FOUND),
+            Some(key) => node
+                .metadata
+                .get(key)
+                .map(|v| v.clone().into_bytes())
+                .ok_or(NOT_FOUND),
             None => Err(SERIALIZATION_FAILURE),
         },
         None => {

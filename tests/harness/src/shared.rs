@@ -13,8 +13,8 @@ pub const WASM_STAT_PREFIX: &str = "wasmcustom.";
 
 /// Envoy's default histogram buckets (`stats_config.histogram_bucket_settings` unset).
 pub const DEFAULT_HISTOGRAM_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Kind of a stat.
@@ -73,12 +73,18 @@ pub struct StatsTag {
 impl StatsTag {
     /// A tag.
     pub fn new(tag_name: impl Into<String>, regex: impl Into<String>) -> Self {
-        Self { tag_name: tag_name.into(), regex: regex.into() }
+        Self {
+            tag_name: tag_name.into(),
+            regex: regex.into(),
+        }
     }
 
     /// Istio's `extraStatTags` form for a tag embedded as `<tag>=.=<value>;.;`.
     pub fn istio(tag_name: &str) -> Self {
-        Self::new(tag_name, format!("({}=\\.=(.*?);\\.;)", regex::escape(tag_name)))
+        Self::new(
+            tag_name,
+            format!("({}=\\.=(.*?);\\.;)", regex::escape(tag_name)),
+        )
     }
 }
 
@@ -137,7 +143,10 @@ impl SharedState {
     }
 
     pub(crate) fn tables(&self) -> MutexGuard<'_, Tables> {
-        self.inner.tables.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The process clock.
@@ -157,7 +166,10 @@ impl SharedState {
     }
 
     pub(crate) fn cluster_known(&self, name: &str) -> bool {
-        self.tables().clusters.as_ref().is_none_or(|set| set.contains(name))
+        self.tables()
+            .clusters
+            .as_ref()
+            .is_none_or(|set| set.contains(name))
     }
 
     /// Sets the node info (`xds.node`, `node`).
@@ -184,14 +196,20 @@ impl SharedState {
     pub fn set_shared_data(&self, vm_id: &str, key: &str, value: &[u8]) -> u32 {
         let mut t = self.tables();
         let cas = t.next_cas();
-        t.data.entry(vm_id.to_owned()).or_default().insert(key.to_owned(), (value.to_vec(), cas));
+        t.data
+            .entry(vm_id.to_owned())
+            .or_default()
+            .insert(key.to_owned(), (value.to_vec(), cas));
         cas
     }
 
     /// Items currently in queue `name` of `vm_id`.
     pub fn queue_items(&self, vm_id: &str, name: &str) -> Option<Vec<Vec<u8>>> {
         let t = self.tables();
-        t.queues.values().find(|q| q.vm_id == vm_id && q.name == name).map(|q| q.items.iter().cloned().collect())
+        t.queues
+            .values()
+            .find(|q| q.vm_id == vm_id && q.name == name)
+            .map(|q| q.items.iter().cloned().collect())
     }
 
     /// Every stat, keyed by full name (`wasmcustom.<name>`).
@@ -201,7 +219,10 @@ impl SharedState {
 
     /// One stat by the name the module defined (without `wasmcustom.`).
     pub fn metric(&self, name: &str) -> Option<MetricValue> {
-        self.tables().metrics.get(&format!("{WASM_STAT_PREFIX}{name}")).cloned()
+        self.tables()
+            .metrics
+            .get(&format!("{WASM_STAT_PREFIX}{name}"))
+            .cloned()
     }
 
     /// Counter or gauge value by module-defined name; 0 if undefined.
@@ -228,7 +249,9 @@ impl SharedState {
         let mut families: [Family<'_>; 3] = [BTreeMap::new(), BTreeMap::new(), BTreeMap::new()];
         for (full_name, value) in &metrics {
             let (extracted, labels) = extract_tags(full_name, &compiled);
-            let Some(stripped) = extracted.strip_prefix(WASM_STAT_PREFIX) else { continue };
+            let Some(stripped) = extracted.strip_prefix(WASM_STAT_PREFIX) else {
+                continue;
+            };
             let name = sanitize_name(stripped);
             if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
                 continue;
@@ -239,7 +262,10 @@ impl SharedState {
                 MetricType::Histogram => 2,
             };
             if let Some(family) = families.get_mut(slot) {
-                family.entry(name).or_default().push((full_name.clone(), labels, value));
+                family
+                    .entry(name)
+                    .or_default()
+                    .push((full_name.clone(), labels, value));
             }
         }
         let mut out = String::new();
@@ -256,7 +282,7 @@ impl SharedState {
                 for (_, labels, value) in members {
                     let tags = format_labels(&labels);
                     if kind == "histogram" {
-                        write_histogram(&mut out, &name, &tags, &value.samples);
+                        write_histogram(&mut out, name, &tags, &value.samples);
                     } else {
                         let _ = writeln!(out, "{name}{{{tags}}} {}", value.value);
                     }
@@ -267,13 +293,23 @@ impl SharedState {
     }
 }
 
-fn extract_tags(full_name: &str, tags: &[(String, regex::Regex)]) -> (String, Vec<(String, String)>) {
+fn extract_tags(
+    full_name: &str,
+    tags: &[(String, regex::Regex)],
+) -> (String, Vec<(String, String)>) {
     let mut remove: Vec<(usize, usize)> = Vec::new();
     let mut labels = Vec::new();
     for (tag_name, re) in tags {
-        let Some(caps) = re.captures(full_name) else { continue };
-        let Some(whole) = caps.get(1).or_else(|| caps.get(0)) else { continue };
-        let value = caps.get(2).or_else(|| caps.get(1)).map_or("", |m| m.as_str());
+        let Some(caps) = re.captures(full_name) else {
+            continue;
+        };
+        let Some(whole) = caps.get(1).or_else(|| caps.get(0)) else {
+            continue;
+        };
+        let value = caps
+            .get(2)
+            .or_else(|| caps.get(1))
+            .map_or("", |m| m.as_str());
         labels.push((tag_name.clone(), value.to_owned()));
         remove.push((whole.start(), whole.end()));
     }
@@ -287,7 +323,15 @@ fn extract_tags(full_name: &str, tags: &[(String, regex::Regex)]) -> (String, Ve
 }
 
 fn sanitize_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn sanitize_value(value: &str) -> String {
@@ -304,17 +348,32 @@ fn sanitize_value(value: &str) -> String {
 }
 
 fn format_labels(labels: &[(String, String)]) -> String {
-    labels.iter().map(|(k, v)| format!("{}=\"{}\"", sanitize_name(k), sanitize_value(v))).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{}=\"{}\"", sanitize_name(k), sanitize_value(v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn write_histogram(out: &mut String, name: &str, tags: &str, samples: &[u64]) {
-    let hist_tags = if tags.is_empty() { String::new() } else { format!("{tags},") };
+    let hist_tags = if tags.is_empty() {
+        String::new()
+    } else {
+        format!("{tags},")
+    };
     for bucket in DEFAULT_HISTOGRAM_BUCKETS {
-        #[allow(clippy::cast_precision_loss, reason = "samples are compared as Envoy does, in double precision")]
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "samples are compared as Envoy does, in double precision"
+        )]
         let count = samples.iter().filter(|s| (**s as f64) <= bucket).count();
         let _ = writeln!(out, "{name}_bucket{{{hist_tags}le=\"{bucket}\"}} {count}");
     }
-    let _ = writeln!(out, "{name}_bucket{{{hist_tags}le=\"+Inf\"}} {}", samples.len());
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{hist_tags}le=\"+Inf\"}} {}",
+        samples.len()
+    );
     let sum: u128 = samples.iter().map(|s| u128::from(*s)).sum();
     let _ = writeln!(out, "{name}_sum{{{tags}}} {sum}");
     let _ = writeln!(out, "{name}_count{{{tags}}} {}", samples.len());
@@ -326,8 +385,12 @@ mod tests {
 
     #[test]
     fn extracts_istio_style_tags() {
-        let tags = [(String::from("action"), regex::Regex::new(r"(action=\.=(.*?);\.;)").unwrap())];
-        let (name, labels) = extract_tags("wasmcustom.action=.=generated;.;meshward_ids_total", &tags);
+        let tags = [(
+            String::from("action"),
+            regex::Regex::new(r"(action=\.=(.*?);\.;)").unwrap(),
+        )];
+        let (name, labels) =
+            extract_tags("wasmcustom.action=.=generated;.;meshward_ids_total", &tags);
         assert_eq!(name, "wasmcustom.meshward_ids_total");
         assert_eq!(labels, vec![("action".to_owned(), "generated".to_owned())]);
     }

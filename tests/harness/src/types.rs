@@ -20,7 +20,9 @@ impl HeaderMap {
     }
 
     /// Builds a map from pairs, lower-casing names and keeping pseudo-headers first.
-    pub fn from_pairs<K: AsRef<str>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         let mut map = Self::new();
         for (k, v) in pairs {
             map.append(k.as_ref(), v.as_ref());
@@ -30,19 +32,27 @@ impl HeaderMap {
 
     /// First value of `name` (case-insensitive) as UTF-8; `None` if absent or not UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.get_bytes(name).and_then(|v| std::str::from_utf8(v).ok())
+        self.get_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// First value of `name` (case-insensitive), as Envoy's single-value get returns it.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
         let name = name.to_ascii_lowercase();
-        self.entries.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_slice())
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// Every value of `name`, in order.
     pub fn get_all(&self, name: &str) -> Vec<&[u8]> {
         let name = name.to_ascii_lowercase();
-        self.entries.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_slice()).collect()
+        self.entries
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
     }
 
     /// All values of `name` joined with `,` (how Envoy's `request.headers.<name>` property reads).
@@ -60,7 +70,11 @@ impl HeaderMap {
         let name = name.to_ascii_lowercase();
         let value = value.as_ref().to_vec();
         if name.starts_with(':') {
-            let at = self.entries.iter().take_while(|(k, _)| k.starts_with(':')).count();
+            let at = self
+                .entries
+                .iter()
+                .take_while(|(k, _)| k.starts_with(':'))
+                .count();
             self.entries.insert(at, (name, value));
         } else {
             self.entries.push((name, value));
@@ -120,7 +134,10 @@ impl HeaderMap {
 
     /// Entries as strings (values decoded lossily), handy in assertions and JSON output.
     pub fn to_string_pairs(&self) -> Vec<(String, String)> {
-        self.entries.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect()
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect()
     }
 
     /// Number of entries (pseudo-headers and duplicates included).
@@ -319,7 +336,9 @@ impl PropValue {
             Self::Uint(u) => u.to_le_bytes().to_vec(),
             Self::Double(d) => d.to_le_bytes().to_vec(),
             Self::Bool(b) => vec![u8::from(*b)],
-            Self::Map(pairs) => crate::wire::encode_map(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
+            Self::Map(pairs) => {
+                crate::wire::encode_map(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+            }
         }
     }
 }
@@ -393,17 +412,27 @@ impl FilterState {
 
     /// Value stored under the full key (e.g. `wasm.meshward_request_id`).
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// Stores a value under the full key.
     pub fn set(&self, key: &str, value: Vec<u8>) {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned(), value);
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned(), value);
     }
 
     /// Snapshot of all entries.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -579,7 +608,11 @@ pub struct HttpCallResponse {
 impl HttpCallResponse {
     /// A response with `:status` and a body.
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self { headers: HeaderMap::from_pairs([(":status", status.to_string())]), body: body.into(), trailers: HeaderMap::new() }
+        Self {
+            headers: HeaderMap::from_pairs([(":status", status.to_string())]),
+            body: body.into(),
+            trailers: HeaderMap::new(),
+        }
     }
 }
 
@@ -665,10 +698,14 @@ pub enum LoadError {
     #[error("cannot compile wasm module: {0}")]
     Compile(String),
     /// No `proxy_abi_version_0_2_x` / `0_1_0` export.
-    #[error("missing or unknown proxy-wasm ABI version export (proxy_abi_version_0_2_1 / 0_2_0 / 0_1_0)")]
+    #[error(
+        "missing or unknown proxy-wasm ABI version export (proxy_abi_version_0_2_1 / 0_2_0 / 0_1_0)"
+    )]
     MissingAbiVersion,
     /// The module imports something Envoy does not provide.
-    #[error("missing import: {module}.{name} is not provided by the host (Envoy refuses such modules)")]
+    #[error(
+        "missing import: {module}.{name} is not provided by the host (Envoy refuses such modules)"
+    )]
     UnknownImport {
         /// Import module.
         module: String,
@@ -737,7 +774,13 @@ mod tests {
     fn insert_overwrites_the_first_value_and_drops_duplicates() {
         let mut map = HeaderMap::from_pairs([("a", "1"), ("b", "x"), ("a", "2")]);
         map.insert("A", "3");
-        assert_eq!(map.to_string_pairs(), vec![("a".to_owned(), "3".to_owned()), ("b".to_owned(), "x".to_owned())]);
+        assert_eq!(
+            map.to_string_pairs(),
+            vec![
+                ("a".to_owned(), "3".to_owned()),
+                ("b".to_owned(), "x".to_owned())
+            ]
+        );
         map.insert("c", "4");
         assert_eq!(map.get("c"), Some("4"));
     }

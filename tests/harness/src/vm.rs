@@ -4,11 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::{Instance, Memory, Store, StoreLimits, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{
+    Instance, Memory, Store, StoreLimits, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults,
+};
 
 use crate::engine::Module;
 use crate::shared::SharedState;
-use crate::types::{FilterState, HeaderMap, HttpCallResponse, LoadError, LocalReply, LogEntry, LogLevel, StreamInfo};
+use crate::types::{
+    FilterState, HeaderMap, HttpCallResponse, LoadError, LocalReply, LogEntry, LogLevel, StreamInfo,
+};
 
 /// Envoy/cpp-host cap on VM linear memory.
 pub(crate) const MAX_MEMORY_BYTES: usize = 1 << 30;
@@ -122,7 +126,9 @@ impl HostState {
             shared,
             plugin,
             worker,
-            limits: StoreLimitsBuilder::new().memory_size(MAX_MEMORY_BYTES).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MAX_MEMORY_BYTES)
+                .build(),
             memory: None,
             allocator: None,
             restriction: Restriction::None,
@@ -163,7 +169,12 @@ impl HostState {
     }
 
     pub(crate) fn log(&mut self, level: LogLevel, message: String) {
-        self.logs.push(LogEntry { level, message, plugin: self.plugin.name.clone(), worker: self.worker });
+        self.logs.push(LogEntry {
+            level,
+            message,
+            plugin: self.plugin.name.clone(),
+            worker: self.worker,
+        });
     }
 }
 
@@ -211,18 +222,35 @@ impl Vm {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         let _ = store.set_fuel(fuel_per_callback);
-        let instance = linker.instantiate(&mut store, &module.inner).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| LoadError::MissingExport("memory (the module must export its linear memory)".to_owned()))?;
+        let instance = linker
+            .instantiate(&mut store, &module.inner)
+            .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| {
+            LoadError::MissingExport("memory (the module must export its linear memory)".to_owned())
+        })?;
         // cpp-host looks for `malloc` first, then `proxy_on_memory_allocate`.
         let allocator = instance
             .get_typed_func::<i32, i32>(&mut store, "malloc")
-            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate"))
-            .map_err(|_| LoadError::MissingExport("malloc / proxy_on_memory_allocate (missing allocator)".to_owned()))?;
+            .or_else(|_| {
+                instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            })
+            .map_err(|_| {
+                LoadError::MissingExport(
+                    "malloc / proxy_on_memory_allocate (missing allocator)".to_owned(),
+                )
+            })?;
         store.data_mut().memory = Some(memory);
         store.data_mut().allocator = Some(allocator);
-        let mut vm = Self { store, instance, failed: None, generation, next_ctx: 2, tick_due_ns: None, tick_period_ns: 0, fuel_per_callback };
+        let mut vm = Self {
+            store,
+            instance,
+            failed: None,
+            generation,
+            next_ctx: 2,
+            tick_due_ns: None,
+            tick_period_ns: 0,
+            fuel_per_callback,
+        };
         vm.store.data_mut().restriction = Restriction::Start;
         let has_initialize = vm.instance.get_func(&mut vm.store, "_initialize").is_some();
         let starts: Vec<&str> = if has_initialize {
@@ -239,12 +267,17 @@ impl Vm {
         };
         for start in starts {
             let report = if start == "main" {
-                vm.call::<(i32, i32), i32>(start, 0, (0, 0)).map_result(|_| ())
+                vm.call::<(i32, i32), i32>(start, 0, (0, 0))
+                    .map_result(|_| ())
             } else {
                 vm.call::<(), ()>(start, 0, ())
             };
             if let Err(reason) = report.result {
-                return Err(LoadError::StartFailed { phase: start.to_owned(), reason, logs: report.logs });
+                return Err(LoadError::StartFailed {
+                    phase: start.to_owned(),
+                    reason,
+                    logs: report.logs,
+                });
             }
             vm.store.data_mut().logs.extend(report.logs);
         }
@@ -259,7 +292,12 @@ impl Vm {
     }
 
     /// Calls export `name` on behalf of context `ctx`. A trap marks the VM failed.
-    pub(crate) fn call<P: WasmParams, R: WasmResults>(&mut self, name: &str, ctx: u32, params: P) -> CallReport<R> {
+    pub(crate) fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &str,
+        ctx: u32,
+        params: P,
+    ) -> CallReport<R> {
         if let Some(reason) = &self.failed {
             return CallReport {
                 result: Err(reason.clone()),
@@ -280,16 +318,23 @@ impl Vm {
         }
         let _ = self.store.set_fuel(self.fuel_per_callback);
         let result = match self.instance.get_typed_func::<P, R>(&mut self.store, name) {
-            Ok(func) => func.call(&mut self.store, params).map(Some).map_err(|e| describe_trap(name, &e)),
+            Ok(func) => func
+                .call(&mut self.store, params)
+                .map(Some)
+                .map_err(|e| describe_trap(name, &e)),
             Err(e) => {
                 if self.instance.get_export(&mut self.store, name).is_some() {
-                    Err(format!("Function: {name} has an unexpected signature: {e:#}"))
+                    Err(format!(
+                        "Function: {name} has an unexpected signature: {e:#}"
+                    ))
                 } else {
                     Ok(None)
                 }
             }
         };
-        let fuel = self.fuel_per_callback.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let fuel = self
+            .fuel_per_callback
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
         if let Err(reason) = &result {
             self.failed = Some(reason.clone());
         }
@@ -322,7 +367,10 @@ impl<R> CallReport<R> {
 }
 
 fn describe_trap(name: &str, error: &wasmtime::Error) -> String {
-    let fuel = matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::OutOfFuel));
+    let fuel = matches!(
+        error.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::OutOfFuel)
+    );
     if fuel {
         format!("Function: {name} failed: out of fuel (test-only loop guard, not an Envoy limit)")
     } else {

@@ -79,12 +79,19 @@ pub fn decode_path(bytes: &[u8]) -> Vec<String> {
     if bytes.is_empty() {
         return Vec::new();
     }
-    bytes.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    bytes
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 /// Joins path segments with NUL bytes, as the SDK sends them.
 pub fn encode_path<S: AsRef<str>>(segments: &[S]) -> Vec<u8> {
-    segments.iter().map(|s| s.as_ref().as_bytes()).collect::<Vec<_>>().join(&0u8)
+    segments
+        .iter()
+        .map(|s| s.as_ref().as_bytes())
+        .collect::<Vec<_>>()
+        .join(&0u8)
 }
 
 #[cfg(test)]
@@ -97,7 +104,10 @@ mod tests {
         let mut expected = vec![1, 0, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0];
         expected.extend_from_slice(b":method\0GET\0");
         assert_eq!(bytes, expected);
-        assert_eq!(decode_map(&bytes), Some(vec![(b":method".to_vec(), b"GET".to_vec())]));
+        assert_eq!(
+            decode_map(&bytes),
+            Some(vec![(b":method".to_vec(), b"GET".to_vec())])
+        );
     }
 
     #[test]
@@ -110,7 +120,9 @@ mod tests {
             *last = b'x';
         }
         assert_eq!(decode_map(&no_nul), None);
-        let many: Vec<(Vec<u8>, Vec<u8>)> = (0..1025).map(|i| (format!("k{i}").into_bytes(), b"v".to_vec())).collect();
+        let many: Vec<(Vec<u8>, Vec<u8>)> = (0..1025)
+            .map(|i| (format!("k{i}").into_bytes(), b"v".to_vec()))
+            .collect();
         let big = encode_map(many.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
         assert_eq!(decode_map(&big), None);
     }

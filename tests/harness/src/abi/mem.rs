@@ -9,7 +9,12 @@ use crate::vm::{HostState, Restriction};
 pub(crate) type Cx<'a> = Caller<'a, HostState>;
 
 /// Counts the hostcall and enforces V8's start-up restrictions: a disallowed hostcall traps.
-pub(crate) fn enter(caller: &mut Cx<'_>, name: &str, in_start: bool, in_allocator: bool) -> wasmtime::Result<()> {
+pub(crate) fn enter(
+    caller: &mut Cx<'_>,
+    name: &str,
+    in_start: bool,
+    in_allocator: bool,
+) -> wasmtime::Result<()> {
     let state = caller.data_mut();
     state.hostcalls += 1;
     let allowed = match state.restriction {
@@ -20,8 +25,14 @@ pub(crate) fn enter(caller: &mut Cx<'_>, name: &str, in_start: bool, in_allocato
     if allowed {
         Ok(())
     } else {
-        let phase = if state.restriction == Restriction::Start { "VM start (_initialize/main)" } else { "the allocator" };
-        Err(wasmtime::format_err!("hostcall {name} is not allowed during {phase}; V8 (Envoy's runtime) traps here"))
+        let phase = if state.restriction == Restriction::Start {
+            "VM start (_initialize/main)"
+        } else {
+            "the allocator"
+        };
+        Err(wasmtime::format_err!(
+            "hostcall {name} is not allowed during {phase}; V8 (Envoy's runtime) traps here"
+        ))
     }
 }
 
@@ -47,10 +58,16 @@ pub(crate) fn read(caller: &mut Cx<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
 
 /// Writes `bytes` at `ptr`; false when out of bounds.
 pub(crate) fn write(caller: &mut Cx<'_>, ptr: i32, bytes: &[u8]) -> bool {
-    let Some(memory) = caller.data().memory else { return false };
+    let Some(memory) = caller.data().memory else {
+        return false;
+    };
     let data = memory.data_mut(&mut *caller);
-    let Ok(len) = i32::try_from(bytes.len()) else { return false };
-    let Some(r) = range(ptr, len, data.len()) else { return false };
+    let Ok(len) = i32::try_from(bytes.len()) else {
+        return false;
+    };
+    let Some(r) = range(ptr, len, data.len()) else {
+        return false;
+    };
     match data.get_mut(r) {
         Some(dst) => {
             dst.copy_from_slice(bytes);
@@ -70,13 +87,26 @@ pub(crate) fn write_u64(caller: &mut Cx<'_>, ptr: i32, value: u64) -> bool {
 
 /// Hands `bytes` to the module: empty → `(0, 0)` without allocating; otherwise one allocation
 /// of exactly `len` bytes through the module's allocator (restricted hostcalls inside).
-pub(crate) fn return_bytes(caller: &mut Cx<'_>, bytes: &[u8], ret_ptr: i32, ret_len: i32) -> wasmtime::Result<i32> {
+pub(crate) fn return_bytes(
+    caller: &mut Cx<'_>,
+    bytes: &[u8],
+    ret_ptr: i32,
+    ret_len: i32,
+) -> wasmtime::Result<i32> {
     if bytes.is_empty() {
         let ok = write_u32(caller, ret_ptr, 0) && write_u32(caller, ret_len, 0);
-        return Ok(if ok { status::OK } else { status::INVALID_MEMORY_ACCESS });
+        return Ok(if ok {
+            status::OK
+        } else {
+            status::INVALID_MEMORY_ACCESS
+        });
     }
-    let Ok(len) = i32::try_from(bytes.len()) else { return Ok(status::INVALID_MEMORY_ACCESS) };
-    let Some(allocator) = caller.data().allocator.clone() else { return Ok(status::INVALID_MEMORY_ACCESS) };
+    let Ok(len) = i32::try_from(bytes.len()) else {
+        return Ok(status::INVALID_MEMORY_ACCESS);
+    };
+    let Some(allocator) = caller.data().allocator.clone() else {
+        return Ok(status::INVALID_MEMORY_ACCESS);
+    };
     let saved = caller.data().restriction;
     caller.data_mut().restriction = Restriction::Allocator;
     let result = allocator.call(&mut *caller, len);
@@ -86,5 +116,9 @@ pub(crate) fn return_bytes(caller: &mut Cx<'_>, bytes: &[u8], ret_ptr: i32, ret_
         return Ok(status::INVALID_MEMORY_ACCESS);
     }
     let ok = write_u32(caller, ret_ptr, addr as u32) && write_u32(caller, ret_len, len as u32);
-    Ok(if ok { status::OK } else { status::INVALID_MEMORY_ACCESS })
+    Ok(if ok {
+        status::OK
+    } else {
+        status::INVALID_MEMORY_ACCESS
+    })
 }

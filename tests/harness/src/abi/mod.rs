@@ -35,9 +35,11 @@ pub const WASI_IMPORTS: &[&str] = wasi::NAMES;
 /// Builds the linker with every import.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, LoadError> {
     let mut linker = Linker::new(engine);
-    env::define(&mut linker).map_err(|e| LoadError::Instantiate(format!("defining env imports: {e:#}")))?;
+    env::define(&mut linker)
+        .map_err(|e| LoadError::Instantiate(format!("defining env imports: {e:#}")))?;
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
-        wasi::define(&mut linker, module).map_err(|e| LoadError::Instantiate(format!("defining {module}: {e:#}")))?;
+        wasi::define(&mut linker, module)
+            .map_err(|e| LoadError::Instantiate(format!("defining {module}: {e:#}")))?;
     }
     Ok(linker)
 }
@@ -45,9 +47,13 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, Loa
 /// Envoy's load-time checks: an ABI version export and no import outside the provided set.
 pub(crate) fn check_module(module: &Module) -> Result<(), LoadError> {
     let exports = module.exports();
-    let abi_known = ["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0", "proxy_abi_version_0_1_0"]
-        .iter()
-        .any(|v| exports.iter().any(|e| e == v));
+    let abi_known = [
+        "proxy_abi_version_0_2_1",
+        "proxy_abi_version_0_2_0",
+        "proxy_abi_version_0_1_0",
+    ]
+    .iter()
+    .any(|v| exports.iter().any(|e| e == v));
     if !abi_known {
         return Err(LoadError::MissingAbiVersion);
     }
@@ -58,7 +64,10 @@ pub(crate) fn check_module(module: &Module) -> Result<(), LoadError> {
             _ => false,
         };
         if !provided {
-            return Err(LoadError::UnknownImport { module: import.module().to_owned(), name: import.name().to_owned() });
+            return Err(LoadError::UnknownImport {
+                module: import.module().to_owned(),
+                name: import.name().to_owned(),
+            });
         }
     }
     Ok(())

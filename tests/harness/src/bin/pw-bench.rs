@@ -29,7 +29,15 @@ struct Args {
 
 fn parse_args() -> Option<Args> {
     let mut args = std::env::args().skip(1);
-    let mut parsed = Args { module: String::new(), config: None, request: None, requests: 1000, workers: 4, name: None, json: false };
+    let mut parsed = Args {
+        module: String::new(),
+        config: None,
+        request: None,
+        requests: 1000,
+        workers: 4,
+        name: None,
+        json: false,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => parsed.config = Some(args.next()?),
@@ -38,7 +46,9 @@ fn parse_args() -> Option<Args> {
             "--workers" => parsed.workers = args.next()?.parse().ok()?,
             "--name" => parsed.name = Some(args.next()?),
             "--json" => parsed.json = true,
-            other if !other.starts_with("--") && parsed.module.is_empty() => parsed.module = other.to_owned(),
+            other if !other.starts_with("--") && parsed.module.is_empty() => {
+                parsed.module = other.to_owned()
+            }
             _ => return None,
         }
     }
@@ -53,8 +63,18 @@ const DEFAULT_REQUEST: &str = r#"{
 
 fn run(args: &Args) -> Result<(), String> {
     let read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("cannot read {p}: {e}"));
-    let config = args.config.as_deref().map(read).transpose()?.unwrap_or_default();
-    let request_text = args.request.as_deref().map(read).transpose()?.unwrap_or_else(|| DEFAULT_REQUEST.to_owned());
+    let config = args
+        .config
+        .as_deref()
+        .map(read)
+        .transpose()?
+        .unwrap_or_default();
+    let request_text = args
+        .request
+        .as_deref()
+        .map(read)
+        .transpose()?
+        .unwrap_or_else(|| DEFAULT_REQUEST.to_owned());
     let file = RequestFile::parse(&request_text)?;
     let engine = HostEngine::global().map_err(|e| e.to_string())?;
     let module = engine.load_file(&args.module).map_err(|e| e.to_string())?;
@@ -63,15 +83,28 @@ fn run(args: &Args) -> Result<(), String> {
         shared.set_clusters(clusters.iter().cloned());
     }
     let name = args.name.clone().unwrap_or_else(|| {
-        std::path::Path::new(&args.module).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        std::path::Path::new(&args.module)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     });
-    let spec = PluginSpec::new(name.clone(), "").with_configuration(config).with_workers(args.workers);
+    let spec = PluginSpec::new(name.clone(), "")
+        .with_configuration(config)
+        .with_workers(args.workers);
     let mut plugin = Plugin::load(engine, &module, spec, &shared).map_err(|e| e.to_string())?;
-    let (mut fuel, mut hostcalls) = (Vec::with_capacity(args.requests), Vec::with_capacity(args.requests));
+    let (mut fuel, mut hostcalls) = (
+        Vec::with_capacity(args.requests),
+        Vec::with_capacity(args.requests),
+    );
     for i in 0..args.requests {
         let mut answers = file.http_calls.clone().into_iter();
         let out = plugin
-            .http_request_with(i % args.workers, file.request.clone(), file.response.clone(), |_| answers.next().unwrap_or(CallReply::Leave))
+            .http_request_with(
+                i % args.workers,
+                file.request.clone(),
+                file.response.clone(),
+                |_| answers.next().unwrap_or(CallReply::Leave),
+            )
             .map_err(|e| e.to_string())?;
         if let Some(trap) = out.traps.first() {
             return Err(format!("request {i} trapped: {trap}"));
@@ -79,9 +112,15 @@ fn run(args: &Args) -> Result<(), String> {
         fuel.push(out.fuel);
         hostcalls.push(out.hostcalls);
     }
-    let memory: Vec<usize> = (0..args.workers).map(|w| plugin.memory_bytes(w).unwrap_or(0)).collect();
+    let memory: Vec<usize> = (0..args.workers)
+        .map(|w| plugin.memory_bytes(w).unwrap_or(0))
+        .collect();
     let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len().max(1) as u64;
-    let (fuel_mean, fuel_min, fuel_max) = (mean(&fuel), fuel.iter().min().copied().unwrap_or(0), fuel.iter().max().copied().unwrap_or(0));
+    let (fuel_mean, fuel_min, fuel_max) = (
+        mean(&fuel),
+        fuel.iter().min().copied().unwrap_or(0),
+        fuel.iter().max().copied().unwrap_or(0),
+    );
     let hostcalls_mean = mean(&hostcalls);
     if args.json {
         println!(
@@ -105,7 +144,9 @@ fn run(args: &Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let Some(args) = parse_args() else {
-        eprintln!("usage: pw-bench <module.wasm> [--config file] [--request file] [--requests N] [--workers N] [--name LABEL] [--json]");
+        eprintln!(
+            "usage: pw-bench <module.wasm> [--config file] [--request file] [--requests N] [--workers N] [--name LABEL] [--json]"
+        );
         return ExitCode::from(2);
     };
     match run(&args) {

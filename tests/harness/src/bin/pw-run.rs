@@ -13,7 +13,9 @@
 use std::process::ExitCode;
 
 use meshward_host::cli::{RequestFile, outcome_json};
-use meshward_host::{CallReply, FailPolicy, HostEngine, LoadError, Plugin, PluginSpec, SharedState};
+use meshward_host::{
+    CallReply, FailPolicy, HostEngine, LoadError, Plugin, PluginSpec, SharedState,
+};
 
 struct Args {
     module: String,
@@ -26,14 +28,23 @@ struct Args {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: pw-run <module.wasm> [--config file] [--request file] [--workers N] [--vm-id ID] [--root-id ID] [--fail-open]");
+    eprintln!(
+        "usage: pw-run <module.wasm> [--config file] [--request file] [--workers N] [--vm-id ID] [--root-id ID] [--fail-open]"
+    );
     ExitCode::from(2)
 }
 
 fn parse_args() -> Option<Args> {
     let mut args = std::env::args().skip(1);
-    let mut parsed =
-        Args { module: String::new(), config: None, request: None, workers: 1, vm_id: String::new(), root_id: String::new(), fail_open: false };
+    let mut parsed = Args {
+        module: String::new(),
+        config: None,
+        request: None,
+        workers: 1,
+        vm_id: String::new(),
+        root_id: String::new(),
+        fail_open: false,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => parsed.config = Some(args.next()?),
@@ -42,7 +53,9 @@ fn parse_args() -> Option<Args> {
             "--vm-id" => parsed.vm_id = args.next()?,
             "--root-id" => parsed.root_id = args.next()?,
             "--fail-open" => parsed.fail_open = true,
-            other if !other.starts_with("--") && parsed.module.is_empty() => parsed.module = other.to_owned(),
+            other if !other.starts_with("--") && parsed.module.is_empty() => {
+                parsed.module = other.to_owned()
+            }
             _ => return None,
         }
     }
@@ -54,8 +67,18 @@ fn read(path: &str) -> Result<String, String> {
 }
 
 fn run(args: &Args) -> Result<ExitCode, String> {
-    let config = args.config.as_deref().map(read).transpose()?.unwrap_or_default();
-    let request_text = args.request.as_deref().map(read).transpose()?.unwrap_or_default();
+    let config = args
+        .config
+        .as_deref()
+        .map(read)
+        .transpose()?
+        .unwrap_or_default();
+    let request_text = args
+        .request
+        .as_deref()
+        .map(read)
+        .transpose()?
+        .unwrap_or_default();
     let file = RequestFile::parse(&request_text)?;
     let engine = HostEngine::global().map_err(|e| e.to_string())?;
     let module = engine.load_file(&args.module).map_err(|e| e.to_string())?;
@@ -63,40 +86,69 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if let Some(clusters) = &file.clusters {
         shared.set_clusters(clusters.iter().cloned());
     }
-    let name = std::path::Path::new(&args.module).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = std::path::Path::new(&args.module)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let spec = PluginSpec {
         vm_id: args.vm_id.clone(),
-        fail_policy: if args.fail_open { FailPolicy::FailOpen } else { FailPolicy::FailClosed },
-        ..PluginSpec::new(name, args.root_id.clone()).with_configuration(config).with_workers(args.workers)
+        fail_policy: if args.fail_open {
+            FailPolicy::FailOpen
+        } else {
+            FailPolicy::FailClosed
+        },
+        ..PluginSpec::new(name, args.root_id.clone())
+            .with_configuration(config)
+            .with_workers(args.workers)
     };
     let mut plugin = match Plugin::load(engine, &module, spec, &shared) {
         Ok(p) => p,
         Err(e) => {
             let logs = match &e {
-                LoadError::Rejected { logs, .. } | LoadError::StartFailed { logs, .. } => {
-                    logs.iter().map(|l| format!("[{}] {}", l.level.name(), l.message)).collect()
-                }
+                LoadError::Rejected { logs, .. } | LoadError::StartFailed { logs, .. } => logs
+                    .iter()
+                    .map(|l| format!("[{}] {}", l.level.name(), l.message))
+                    .collect(),
                 _ => Vec::new(),
             };
-            println!("{}", serde_json::json!({ "load_error": e.to_string(), "logs": logs }));
+            println!(
+                "{}",
+                serde_json::json!({ "load_error": e.to_string(), "logs": logs })
+            );
             return Ok(ExitCode::from(1));
         }
     };
     let mut answers = file.http_calls.clone().into_iter();
     let out = plugin
-        .http_request_with(file.worker, file.request.clone(), file.response.clone(), |_| answers.next().unwrap_or(CallReply::Leave))
+        .http_request_with(
+            file.worker,
+            file.request.clone(),
+            file.response.clone(),
+            |_| answers.next().unwrap_or(CallReply::Leave),
+        )
         .map_err(|e| e.to_string())?;
     let mut json = outcome_json(&out);
     if let Some(obj) = json.as_object_mut() {
-        obj.insert("memory_bytes".to_owned(), serde_json::json!(plugin.memory_bytes(file.worker).unwrap_or(0)));
-        obj.insert("module_bytes".to_owned(), serde_json::json!(plugin.module_size()));
+        obj.insert(
+            "memory_bytes".to_owned(),
+            serde_json::json!(plugin.memory_bytes(file.worker).unwrap_or(0)),
+        );
+        obj.insert(
+            "module_bytes".to_owned(),
+            serde_json::json!(plugin.module_size()),
+        );
     }
-    println!("{}", serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
-    let Some(args) = parse_args() else { return usage() };
+    let Some(args) = parse_args() else {
+        return usage();
+    };
     match run(&args) {
         Ok(code) => code,
         Err(e) => {

@@ -3,14 +3,20 @@
 
 use std::path::PathBuf;
 
-use meshward_host::{Action, CallReply, Chain, HeaderMap, HostEngine, Plugin, PluginSpec, Request, Response, SharedState};
+use meshward_host::{
+    Action, CallReply, Chain, HeaderMap, HostEngine, Plugin, PluginSpec, Request, Response,
+    SharedState,
+};
 
 fn noop_wasm() -> Option<PathBuf> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dist/noop.wasm");
     if path.exists() {
         Some(path)
     } else {
-        eprintln!("SKIPPED: {} is missing; run `make dist` (or build meshward-noop-filter for wasm32-wasip1)", path.display());
+        eprintln!(
+            "SKIPPED: {} is missing; run `make dist` (or build meshward-noop-filter for wasm32-wasip1)",
+            path.display()
+        );
         None
     }
 }
@@ -18,26 +24,49 @@ fn noop_wasm() -> Option<PathBuf> {
 fn load(workers: usize, shared: &SharedState) -> Option<Plugin> {
     let engine = HostEngine::global().unwrap();
     let module = engine.load_file(noop_wasm()?).unwrap();
-    Some(Plugin::load(engine, &module, PluginSpec::new("noop", "noop").with_workers(workers), shared).unwrap())
+    Some(
+        Plugin::load(
+            engine,
+            &module,
+            PluginSpec::new("noop", "noop").with_workers(workers),
+            shared,
+        )
+        .unwrap(),
+    )
 }
 
 #[test]
 fn noop_filter_runs_the_full_lifecycle_on_four_workers() {
     let shared = SharedState::new();
-    let Some(mut plugin) = load(4, &shared) else { return };
+    let Some(mut plugin) = load(4, &shared) else {
+        return;
+    };
     for worker in 0..4 {
-        let mut request = Request::new("POST", "/echo?x=1", "svc.test").with_header("x-request-id", "abc").with_body("hello");
+        let mut request = Request::new("POST", "/echo?x=1", "svc.test")
+            .with_header("x-request-id", "abc")
+            .with_body("hello");
         request.trailers = HeaderMap::from_pairs([("x-trailer", "t")]);
-        let response = Response::new(200).with_header("content-type", "text/plain").with_body("world");
-        let out = plugin.http_request(worker, request.clone(), response.clone()).unwrap();
+        let response = Response::new(200)
+            .with_header("content-type", "text/plain")
+            .with_body("world");
+        let out = plugin
+            .http_request(worker, request.clone(), response.clone())
+            .unwrap();
         assert_eq!(out.request_action, Action::Continue);
         assert!(out.traps.is_empty(), "{:?}", out.traps);
         assert_eq!(out.request_headers_after.as_ref(), Some(&request.headers));
         assert_eq!(out.request_body_after.as_deref(), Some(&b"hello"[..]));
         assert_eq!(out.response, response);
         assert_eq!(out.phases.len(), 5);
-        assert!(out.phases.iter().all(|p| p.outcome.action == Action::Continue && p.outcome.fuel > 0));
-        assert!(plugin.memory_bytes(worker).unwrap() >= 17 * 65536, "Rust modules start with 17 pages");
+        assert!(
+            out.phases
+                .iter()
+                .all(|p| p.outcome.action == Action::Continue && p.outcome.fuel > 0)
+        );
+        assert!(
+            plugin.memory_bytes(worker).unwrap() >= 17 * 65536,
+            "Rust modules start with 17 pages"
+        );
     }
     assert!(plugin.failure(0).is_none());
     plugin.shutdown();
@@ -46,9 +75,18 @@ fn noop_filter_runs_the_full_lifecycle_on_four_workers() {
 #[test]
 fn two_noop_filters_chain_without_changing_anything() {
     let shared = SharedState::new();
-    let (Some(a), Some(b)) = (load(1, &shared), load(1, &shared)) else { return };
+    let (Some(a), Some(b)) = (load(1, &shared), load(1, &shared)) else {
+        return;
+    };
     let mut chain = Chain::new(vec![a, b]);
-    let out = chain.run(0, Request::get("/", "svc.test"), |_| Response::new(200).with_body("ok"), |_| CallReply::Leave).unwrap();
+    let out = chain
+        .run(
+            0,
+            Request::get("/", "svc.test"),
+            |_| Response::new(200).with_body("ok"),
+            |_| CallReply::Leave,
+        )
+        .unwrap();
     assert_eq!(out.response.status(), Some(200));
     assert_eq!(out.response.body, b"ok");
     assert_eq!(out.phases.len(), 6);

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use meshward_host::{
-    Action, CallReply, FailPolicy, HeaderMap, HttpCallResponse, LogLevel, Phase, Request, Response, SharedState, StatsTag,
-    StreamInfo,
+    Action, CallReply, FailPolicy, HeaderMap, HttpCallResponse, LogLevel, Phase, Request, Response,
+    SharedState, StatsTag, StreamInfo,
 };
 
 use crate::support::{messages, probe, probe_with, statuses};
@@ -12,7 +12,13 @@ use crate::support::{messages, probe, probe_with, statuses};
 #[test]
 fn empty_results_come_back_as_null_without_allocating() {
     let (_, mut plugin) = probe("e");
-    let out = plugin.http_request(0, Request::get("/", "a.test").with_header("x-empty", ""), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(
+            0,
+            Request::get("/", "a.test").with_header("x-empty", ""),
+            Response::new(200),
+        )
+        .unwrap();
     // get x-empty: Ok + (0,0); empty body: Ok + (0,0); absent header: NotFound;
     // plugin configuration outside on_configure: NotFound; buffer type 9: BadArgument.
     assert_eq!(statuses(&out.logs), vec![0, 1, 0, 1, 1, 1, 2]);
@@ -22,11 +28,23 @@ fn empty_results_come_back_as_null_without_allocating() {
 #[test]
 fn oversized_map_is_parsed_as_empty_like_envoy() {
     let (_, mut plugin) = probe("b");
-    let out = plugin.http_request(0, Request::get("/", "a.test").with_header("x-keep", "1"), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(
+            0,
+            Request::get("/", "a.test").with_header("x-keep", "1"),
+            Response::new(200),
+        )
+        .unwrap();
     assert_eq!(statuses(&out.logs), vec![0, 0]);
     let forwarded = out.request_headers_after.unwrap();
-    assert_eq!(forwarded.to_string_pairs(), vec![("x-after".to_owned(), "1".to_owned())]);
-    assert!(!out.route_cache_cleared, "Envoy >= 1.33 does not clear the route cache on header mutation");
+    assert_eq!(
+        forwarded.to_string_pairs(),
+        vec![("x-after".to_owned(), "1".to_owned())]
+    );
+    assert!(
+        !out.route_cache_cleared,
+        "Envoy >= 1.33 does not clear the route cache on header mutation"
+    );
 }
 
 #[test]
@@ -37,15 +55,29 @@ fn legacy_mode_clears_route_cache_on_any_request_header_mutation() {
         ..meshward_host::PluginSpec::new("probe", "probe_root").with_configuration("b")
     };
     let module = crate::support::module("probe.wat");
-    let mut plugin = meshward_host::Plugin::load(meshward_host::HostEngine::global().unwrap(), &module, spec, &shared).unwrap();
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let mut plugin = meshward_host::Plugin::load(
+        meshward_host::HostEngine::global().unwrap(),
+        &module,
+        spec,
+        &shared,
+    )
+    .unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert!(out.route_cache_cleared);
 }
 
 #[test]
 fn bad_pointers_and_unknown_enums_get_envoy_status_codes() {
     let (_, mut plugin) = probe("p");
-    let out = plugin.http_request(0, Request::get("/", "a.test").with_header("x-empty", ""), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(
+            0,
+            Request::get("/", "a.test").with_header("x-empty", ""),
+            Response::new(200),
+        )
+        .unwrap();
     assert_eq!(statuses(&out.logs), vec![6, 6, 6, 2, 2, 2, 12, 2, 6]);
     assert!(out.traps.is_empty());
     assert_eq!(out.response.status(), Some(200));
@@ -54,7 +86,9 @@ fn bad_pointers_and_unknown_enums_get_envoy_status_codes() {
 #[test]
 fn shared_data_follows_envoy_cas_rules() {
     let (shared, mut plugin) = probe("c");
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     // set (cas 0) ok, get ok, set with stale cas: CasMismatch, set with current cas ok,
     // set with a cas on a missing key: inserted, get missing: NotFound.
     assert_eq!(statuses(&out.logs), vec![0, 0, 8, 0, 0, 1]);
@@ -69,7 +103,9 @@ fn shared_data_follows_envoy_cas_rules() {
 fn local_reply_is_deferred_and_reenters_the_same_filter_response_callbacks() {
     let (_, mut plugin) = probe("l");
     let mut upstream_called = false;
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     upstream_called |= out.upstream_called;
     assert!(!upstream_called);
     let (by, reply) = out.local_reply.clone().unwrap();
@@ -84,8 +120,15 @@ fn local_reply_is_deferred_and_reenters_the_same_filter_response_callbacks() {
     assert_eq!(out.response_header("content-type"), Some("text/plain"));
     assert_eq!(out.response_header("x-probe"), Some("yes"));
     let logs = messages(&out);
-    let pos = |m: &str| logs.iter().position(|l| l == m).unwrap_or_else(|| panic!("no log {m:?} in {logs:?}"));
-    assert!(pos("after-send") < pos("response-headers"), "the hostcall returned before the reply was sent");
+    let pos = |m: &str| {
+        logs.iter()
+            .position(|l| l == m)
+            .unwrap_or_else(|| panic!("no log {m:?} in {logs:?}"))
+    };
+    assert!(
+        pos("after-send") < pos("response-headers"),
+        "the hostcall returned before the reply was sent"
+    );
     assert!(pos("response-headers") < pos("403"));
     assert!(pos("on_log") < pos("on_done") && pos("on_done") < pos("on_delete"));
 }
@@ -95,15 +138,26 @@ fn trap_fails_closed_with_503_on_every_worker() {
     let shared = SharedState::new();
     let mut plugin = probe_with("t", 4, FailPolicy::FailClosed, &shared);
     for worker in 0..4 {
-        let out = plugin.http_request(worker, Request::get("/", "a.test"), Response::new(200)).unwrap();
+        let out = plugin
+            .http_request(worker, Request::get("/", "a.test"), Response::new(200))
+            .unwrap();
         let (_, reply) = out.local_reply.clone().unwrap();
-        assert_eq!((reply.status, reply.details.as_str(), reply.grpc_status), (503, "wasm_fail_stream", Some(14)));
+        assert_eq!(
+            (reply.status, reply.details.as_str(), reply.grpc_status),
+            (503, "wasm_fail_stream", Some(14))
+        );
         assert_eq!(out.response.status(), Some(503));
         assert!(!out.upstream_called);
-        assert!(out.traps[0].contains("proxy_on_request_headers"), "{:?}", out.traps);
+        assert!(
+            out.traps[0].contains("proxy_on_request_headers"),
+            "{:?}",
+            out.traps
+        );
         assert!(plugin.failure(worker).is_some());
         // The failed VM gets no more callbacks, and new streams still fail closed.
-        let again = plugin.http_request(worker, Request::get("/", "a.test"), Response::new(200)).unwrap();
+        let again = plugin
+            .http_request(worker, Request::get("/", "a.test"), Response::new(200))
+            .unwrap();
         assert_eq!(again.response.status(), Some(503));
         assert!(again.traps.is_empty());
         assert_eq!(again.fuel, 0);
@@ -115,12 +169,16 @@ fn trap_fails_open_and_passes_the_request_on_every_worker() {
     let shared = SharedState::new();
     let mut plugin = probe_with("t", 4, FailPolicy::FailOpen, &shared);
     for worker in 0..4 {
-        let out = plugin.http_request(worker, Request::get("/", "a.test"), Response::new(200)).unwrap();
+        let out = plugin
+            .http_request(worker, Request::get("/", "a.test"), Response::new(200))
+            .unwrap();
         assert!(out.upstream_called);
         assert_eq!(out.response.status(), Some(200));
         assert_eq!(out.traps.len(), 1);
         assert!(plugin.failure(worker).is_some());
-        let again = plugin.http_request(worker, Request::get("/", "a.test"), Response::new(200)).unwrap();
+        let again = plugin
+            .http_request(worker, Request::get("/", "a.test"), Response::new(200))
+            .unwrap();
         assert!(again.upstream_called);
         assert!(again.phases.iter().all(|p| p.outcome.skipped));
     }
@@ -130,13 +188,26 @@ fn trap_fails_open_and_passes_the_request_on_every_worker() {
 fn reload_policy_starts_a_fresh_vm_for_the_next_request() {
     let shared = SharedState::new();
     let mut plugin = probe_with("t", 1, FailPolicy::Reload, &shared);
-    let starts = |p: &meshward_host::Plugin| p.logs().iter().filter(|l| l.message == "initialized").count();
+    let starts = |p: &meshward_host::Plugin| {
+        p.logs()
+            .iter()
+            .filter(|l| l.message == "initialized")
+            .count()
+    };
     assert_eq!(starts(&plugin), 2, "canary + one worker");
-    let first = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let first = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert_eq!(first.response.status(), Some(503));
-    let second = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let second = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert_eq!(starts(&plugin), 3, "the failed VM was replaced");
-    assert_eq!(second.traps.len(), 1, "the fresh VM ran (and trapped again)");
+    assert_eq!(
+        second.traps.len(),
+        1,
+        "the fresh VM ran (and trapped again)"
+    );
 }
 
 #[test]
@@ -147,8 +218,16 @@ fn infinite_loop_is_stopped_by_the_test_only_fuel_guard() {
         ..meshward_host::PluginSpec::new("probe", "probe_root").with_configuration("i")
     };
     let module = crate::support::module("probe.wat");
-    let mut plugin = meshward_host::Plugin::load(meshward_host::HostEngine::global().unwrap(), &module, spec, &shared).unwrap();
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let mut plugin = meshward_host::Plugin::load(
+        meshward_host::HostEngine::global().unwrap(),
+        &module,
+        spec,
+        &shared,
+    )
+    .unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert_eq!(out.response.status(), Some(503));
     assert!(out.traps[0].contains("out of fuel"), "{:?}", out.traps);
 }
@@ -179,7 +258,11 @@ fn http_call_pauses_and_the_response_resumes_the_stream() {
 #[test]
 fn failed_http_call_is_delivered_with_zero_headers() {
     let (_, mut plugin) = probe("h");
-    let out = plugin.http_request_with(0, Request::get("/", "a.test"), Response::new(200), |_| CallReply::Fail).unwrap();
+    let out = plugin
+        .http_request_with(0, Request::get("/", "a.test"), Response::new(200), |_| {
+            CallReply::Fail
+        })
+        .unwrap();
     assert!(!out.upstream_called);
     assert_eq!(out.response.status(), Some(502));
     assert_eq!(out.response.body, b"callout failed");
@@ -188,29 +271,50 @@ fn failed_http_call_is_delivered_with_zero_headers() {
 #[test]
 fn unanswered_http_call_leaves_the_stream_paused_and_the_call_pending() {
     let (_, mut plugin) = probe("h");
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert_eq!(out.stalled, Some(0));
     assert_eq!(out.request_action, Action::Pause);
     assert!(!out.upstream_called);
     assert_eq!(out.pending_calls.len(), 1);
     // The call is owned by the root: it can still be answered after the stream ended.
-    let late = plugin.deliver_http_response(out.pending_calls[0].id, Some(HttpCallResponse::new(200, ""))).unwrap();
-    assert_eq!(statuses(&late.logs).first(), Some(&2), "the stream's context is gone: set_effective_context fails");
+    let late = plugin
+        .deliver_http_response(
+            out.pending_calls[0].id,
+            Some(HttpCallResponse::new(200, "")),
+        )
+        .unwrap();
+    assert_eq!(
+        statuses(&late.logs).first(),
+        Some(&2),
+        "the stream's context is gone: set_effective_context fails"
+    );
 }
 
 #[test]
 fn stepping_api_reports_resume_with_the_mutated_held_headers() {
     let (_, mut plugin) = probe("h");
     let stream = plugin.new_stream(0).unwrap();
-    let mut headers = HeaderMap::from_pairs([(":path", "/"), (":method", "GET"), (":authority", "a.test")]);
+    let mut headers =
+        HeaderMap::from_pairs([(":path", "/"), (":method", "GET"), (":authority", "a.test")]);
     let out = plugin.request_headers(stream, &mut headers, true).unwrap();
     assert_eq!(out.action, Action::Pause);
     let calls = plugin.pending_http_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].stream, Some(stream));
-    let delivered = plugin.deliver_http_response(calls[0].id, Some(HttpCallResponse::new(200, "ok"))).unwrap();
+    let delivered = plugin
+        .deliver_http_response(calls[0].id, Some(HttpCallResponse::new(200, "ok")))
+        .unwrap();
     match &delivered.events[..] {
-        [meshward_host::StreamEvent::Resumed { stream: s, request: true, headers: Some(h), .. }] => {
+        [
+            meshward_host::StreamEvent::Resumed {
+                stream: s,
+                request: true,
+                headers: Some(h),
+                ..
+            },
+        ] => {
             assert_eq!(*s, stream);
             assert_eq!(h.get("x-call"), Some("done"));
         }
@@ -224,18 +328,32 @@ fn stepping_api_reports_resume_with_the_mutated_held_headers() {
 #[test]
 fn metrics_follow_envoy_rules() {
     let (shared, mut plugin) = probe("m");
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
-    assert_eq!(statuses(&out.logs), vec![0, 0, 2, 0, 0, 0, 0, 0, 0, 2, 0, 2, 1, 0, 4, 5, 6]);
-    assert_eq!(shared.metric_value("probe_requests_total"), 6, "increment 1 + record 5 (record adds on counters)");
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
+    assert_eq!(
+        statuses(&out.logs),
+        vec![0, 0, 2, 0, 0, 0, 0, 0, 0, 2, 0, 2, 1, 0, 4, 5, 6]
+    );
+    assert_eq!(
+        shared.metric_value("probe_requests_total"),
+        6,
+        "increment 1 + record 5 (record adds on counters)"
+    );
     assert_eq!(shared.metric_value("probe_gauge"), 40);
     assert_eq!(shared.metric("probe_latency_ms").unwrap().samples, vec![7]);
-    assert!(out.metrics.contains_key("wasmcustom.action=.=generated;.;probe_ids_total"));
+    assert!(
+        out.metrics
+            .contains_key("wasmcustom.action=.=generated;.;probe_ids_total")
+    );
 }
 
 #[test]
 fn prometheus_export_matches_envoy_with_stats_tags() {
     let (shared, mut plugin) = probe("m");
-    plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     let text = shared.prometheus(&[StatsTag::istio("action")]).unwrap();
     let mut expected = String::from(
         "# TYPE probe_ids_total counter\nprobe_ids_total{action=\"generated\"} 3\n\
@@ -247,8 +365,8 @@ fn prometheus_export_matches_envoy_with_stats_tags() {
         expected.push_str(&format!("probe_latency_ms_bucket{{le=\"{le}\"}} 0\n"));
     }
     for le in [
-        "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000", "30000", "60000", "300000", "600000", "1800000",
-        "3600000",
+        "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000", "30000", "60000",
+        "300000", "600000", "1800000", "3600000",
     ] {
         expected.push_str(&format!("probe_latency_ms_bucket{{le=\"{le}\"}} 1\n"));
     }
@@ -263,11 +381,23 @@ fn prometheus_export_matches_envoy_with_stats_tags() {
 #[test]
 fn properties_resolve_like_envoy_and_set_property_becomes_filter_state() {
     let (_, mut plugin) = probe("s");
-    let info = StreamInfo { source_address: "10.0.0.1:1234".to_owned(), ..StreamInfo::default() };
-    let out = plugin.http_request(0, Request::get("/p?q=1", "a.test").with_info(info), Response::new(200)).unwrap();
+    let info = StreamInfo {
+        source_address: "10.0.0.1:1234".to_owned(),
+        ..StreamInfo::default()
+    };
+    let out = plugin
+        .http_request(
+            0,
+            Request::get("/p?q=1", "a.test").with_info(info),
+            Response::new(200),
+        )
+        .unwrap();
     let logs = messages(&out);
     for expected in ["prop-value", "/p?q=1", "10.0.0.1:1234", "probe"] {
-        assert!(logs.iter().any(|l| l == expected), "missing {expected:?} in {logs:?}");
+        assert!(
+            logs.iter().any(|l| l == expected),
+            "missing {expected:?} in {logs:?}"
+        );
     }
     // set ok, get ok, filter_state get ok, request.path ok, source.address ok, plugin_name ok,
     // response.code before the response: NotFound; in on_response_headers: ok and == 200.
@@ -278,7 +408,9 @@ fn properties_resolve_like_envoy_and_set_property_becomes_filter_state() {
 #[test]
 fn clear_route_cache_foreign_function_is_reported() {
     let (_, mut plugin) = probe("r");
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert_eq!(statuses(&out.logs), vec![0, 1, 0]);
     assert!(out.route_cache_cleared);
     assert_eq!(out.request_header("x-replaced"), Some("new-value"));
@@ -288,23 +420,41 @@ fn clear_route_cache_foreign_function_is_reported() {
 fn wasi_functions_behave_like_envoy() {
     let shared = SharedState::new();
     let spec = meshward_host::PluginSpec {
-        env: vec![("A".to_owned(), "1".to_owned()), ("B".to_owned(), "2".to_owned())],
+        env: vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("B".to_owned(), "2".to_owned()),
+        ],
         ..meshward_host::PluginSpec::new("probe", "probe_root").with_configuration("w")
     };
     let module = crate::support::module("probe.wat");
-    let mut plugin = meshward_host::Plugin::load(meshward_host::HostEngine::global().unwrap(), &module, spec, &shared).unwrap();
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let mut plugin = meshward_host::Plugin::load(
+        meshward_host::HostEngine::global().unwrap(),
+        &module,
+        spec,
+        &shared,
+    )
+    .unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     // stdout ok, stderr ok, fd 5: BADF, random 70000 bytes: INVAL, random 16: ok,
     // realtime clock ok, clock 7: NOTSUP, environ_sizes_get ok, 2 variables.
     assert_eq!(statuses(&out.logs), vec![0, 0, 8, 28, 0, 0, 58, 0, 2]);
-    let stdout: Vec<_> = out.logs.iter().filter(|l| l.message == "hello stdout").map(|l| l.level).collect();
+    let stdout: Vec<_> = out
+        .logs
+        .iter()
+        .filter(|l| l.message == "hello stdout")
+        .map(|l| l.level)
+        .collect();
     assert_eq!(stdout, vec![LogLevel::Info, LogLevel::Error]);
 }
 
 #[test]
 fn proc_exit_traps_the_vm() {
     let (_, mut plugin) = probe("z");
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert_eq!(out.response.status(), Some(503));
     assert!(out.traps[0].contains("proc_exit"), "{:?}", out.traps);
 }
@@ -313,11 +463,21 @@ fn proc_exit_traps_the_vm() {
 fn shared_queue_notifies_the_last_registrant_and_ticks_fire_per_worker() {
     let shared = SharedState::new();
     let mut plugin = probe_with("q", 2, FailPolicy::FailClosed, &shared);
-    let out = plugin.http_request(0, Request::get("/", "a.test"), Response::new(200)).unwrap();
+    let out = plugin
+        .http_request(0, Request::get("/", "a.test"), Response::new(200))
+        .unwrap();
     assert_eq!(statuses(&out.logs), vec![0]);
-    assert!(!out.logs.iter().any(|l| l.message == "queue-ready"), "delivery is asynchronous");
+    assert!(
+        !out.logs.iter().any(|l| l.message == "queue-ready"),
+        "delivery is asynchronous"
+    );
     let delivered = plugin.deliver_queue_ready();
-    let ready: Vec<_> = delivered.logs.iter().filter(|l| l.message == "queue-ready").map(|l| l.worker).collect();
+    let ready: Vec<_> = delivered
+        .logs
+        .iter()
+        .filter(|l| l.message == "queue-ready")
+        .map(|l| l.worker)
+        .collect();
     assert_eq!(ready, vec![Some(1)], "worker 1 registered last");
     let msgs: Vec<&str> = delivered.logs.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(msgs, vec!["queue-ready", "0", "v1", "7"]);
@@ -326,7 +486,10 @@ fn shared_queue_notifies_the_last_registrant_and_ticks_fire_per_worker() {
     shared.clock().advance(Duration::from_millis(1000));
     let ticks = plugin.run_due_ticks();
     assert_eq!(ticks.logs.iter().filter(|l| l.message == "tick").count(), 2);
-    assert!(plugin.run_due_ticks().logs.is_empty(), "re-armed one period later");
+    assert!(
+        plugin.run_due_ticks().logs.is_empty(),
+        "re-armed one period later"
+    );
 }
 
 #[test]
@@ -339,7 +502,13 @@ fn every_phase_of_a_request_with_body_and_trailers_is_run() {
     let phases: Vec<Phase> = out.phases.iter().map(|p| p.phase).collect();
     assert_eq!(
         phases,
-        vec![Phase::RequestHeaders, Phase::RequestBody, Phase::RequestTrailers, Phase::ResponseHeaders, Phase::ResponseBody]
+        vec![
+            Phase::RequestHeaders,
+            Phase::RequestBody,
+            Phase::RequestTrailers,
+            Phase::ResponseHeaders,
+            Phase::ResponseBody
+        ]
     );
     assert_eq!(out.request_body_after.as_deref(), Some(&b"abc"[..]));
     assert_eq!(out.response.body, b"done");

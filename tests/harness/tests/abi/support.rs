@@ -1,19 +1,40 @@
 use std::path::PathBuf;
 
-use meshward_host::{FailPolicy, HostEngine, HttpOutcome, LogEntry, Module, Plugin, PluginSpec, SharedState};
+use meshward_host::{
+    FailPolicy, HostEngine, HttpOutcome, LogEntry, Module, Plugin, PluginSpec, SharedState,
+};
 
 pub(crate) fn wat_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/wat").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/wat")
+        .join(name)
 }
 
 pub(crate) fn module(name: &str) -> Module {
-    HostEngine::global().unwrap().load_file(wat_fixture(name)).unwrap()
+    HostEngine::global()
+        .unwrap()
+        .load_file(wat_fixture(name))
+        .unwrap()
 }
 
 /// The multi-scenario probe guest configured with `scenario` (its first config byte).
-pub(crate) fn probe_with(scenario: &str, workers: usize, policy: FailPolicy, shared: &SharedState) -> Plugin {
-    let spec = PluginSpec::new("probe", "probe_root").with_configuration(scenario).with_workers(workers).with_fail_policy(policy);
-    Plugin::load(HostEngine::global().unwrap(), &module("probe.wat"), spec, shared).unwrap()
+pub(crate) fn probe_with(
+    scenario: &str,
+    workers: usize,
+    policy: FailPolicy,
+    shared: &SharedState,
+) -> Plugin {
+    let spec = PluginSpec::new("probe", "probe_root")
+        .with_configuration(scenario)
+        .with_workers(workers)
+        .with_fail_policy(policy);
+    Plugin::load(
+        HostEngine::global().unwrap(),
+        &module("probe.wat"),
+        spec,
+        shared,
+    )
+    .unwrap()
 }
 
 pub(crate) fn probe(scenario: &str) -> (SharedState, Plugin) {
