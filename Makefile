@@ -89,7 +89,7 @@ fmt: ## format the code
 
 .PHONY: lint
 lint: targets ## rustfmt check + clippy for the native target and for wasm32-wasip1
-	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt $(addprefix -p ,$(CHECKED_PACKAGES)) -- --check
 	$(CARGO) clippy --locked $(addprefix -p ,$(CHECKED_PACKAGES)) --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM_TARGET) -p meshward-core \
 	  $(foreach f,$(FILTERS) $(TEST_MODULES),-p $(call pkg_of,$(f))) -- -D warnings
