@@ -257,7 +257,8 @@ fn http_call_pauses_and_the_response_resumes_the_stream() {
 
 #[test]
 fn failed_http_call_is_delivered_with_zero_headers() {
-    let (_, mut plugin) = probe("h");
+    let (shared, mut plugin) = probe("h");
+    shared.set_clusters(["upstream-cluster"]);
     let out = plugin
         .http_request_with(0, Request::get("/", "a.test"), Response::new(200), |_| {
             CallReply::Fail
@@ -270,7 +271,8 @@ fn failed_http_call_is_delivered_with_zero_headers() {
 
 #[test]
 fn unanswered_http_call_leaves_the_stream_paused_and_the_call_pending() {
-    let (_, mut plugin) = probe("h");
+    let (shared, mut plugin) = probe("h");
+    shared.set_clusters(["upstream-cluster"]);
     let out = plugin
         .http_request(0, Request::get("/", "a.test"), Response::new(200))
         .unwrap();
@@ -294,7 +296,8 @@ fn unanswered_http_call_leaves_the_stream_paused_and_the_call_pending() {
 
 #[test]
 fn stepping_api_reports_resume_with_the_mutated_held_headers() {
-    let (_, mut plugin) = probe("h");
+    let (shared, mut plugin) = probe("h");
+    shared.set_clusters(["upstream-cluster"]);
     let stream = plugin.new_stream(0).unwrap();
     let mut headers =
         HeaderMap::from_pairs([(":path", "/"), (":method", "GET"), (":authority", "a.test")]);
