@@ -415,9 +415,7 @@ impl Metrics {
         tag_values: &[&str],
         value: u64,
     ) -> HostResult<()> {
-        self.expect_kind(handle, MetricKind::Gauge)?;
-        let id = self.id(host, handle, tag_values)?;
-        host.record_metric(id, value)
+        self.record(host, handle, MetricKind::Gauge, tag_values, value)
     }
 
     /// Records a histogram sample.
@@ -433,7 +431,19 @@ impl Metrics {
         tag_values: &[&str],
         value: u64,
     ) -> HostResult<()> {
-        self.expect_kind(handle, MetricKind::Histogram)?;
+        self.record(host, handle, MetricKind::Histogram, tag_values, value)
+    }
+
+    // Gauges and histograms share `proxy_record_metric`; only the kind check differs.
+    fn record(
+        &self,
+        host: &dyn Host,
+        handle: MetricHandle,
+        kind: MetricKind,
+        tag_values: &[&str],
+        value: u64,
+    ) -> HostResult<()> {
+        self.expect_kind(handle, kind)?;
         let id = self.id(host, handle, tag_values)?;
         host.record_metric(id, value)
     }
