@@ -2,11 +2,22 @@
 //! values — every error names the JSON path and the reason.
 //!
 //! ```
-//! use meshward_core::config::{parse_config, ConfigDuration, InvalidConfig};
+//! use meshward_core::config::{parse_config, ConfigDuration, ConfigError, InvalidConfig};
+//! use meshward_core::json::{Field, FromJson};
 //!
-//! #[derive(serde::Deserialize)]
-//! #[serde(deny_unknown_fields, rename_all = "camelCase")]
 //! struct RawConfig { max_length: u32, timeout: ConfigDuration }
+//!
+//! impl FromJson for RawConfig {
+//!     fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+//!         let mut object = field.object()?;
+//!         let raw = RawConfig {
+//!             max_length: object.required("maxLength")?.parse()?,
+//!             timeout: object.required("timeout")?.parse()?,
+//!         };
+//!         object.finish()?;
+//!         Ok(raw)
+//!     }
+//! }
 //!
 //! struct Config { max_length: u32, timeout_ns: u64 }
 //!
@@ -28,19 +39,18 @@
 //! assert_eq!(err.path(), "timeout");
 //! ```
 //!
-//! Step one uses `serde_json` through `serde_path_to_error`, because `serde_json` alone reports
-//! only line and column, which mean nothing in an Istio `pluginConfig` rendered from YAML. Raw
-//! types should use `#[serde(deny_unknown_fields)]` so a typo fails loudly. Step two is the
-//! filter's `TryFrom<Raw>`, whose [`InvalidConfig`] errors carry paths too ([`InvalidConfig::at`],
-//! [`InvalidConfig::within`]).
+//! Step one reads the JSON with [`crate::json`] into the filter's `Raw` types ([`FromJson`]),
+//! which deny unknown fields (every object read ends with [`json::Object::finish`]) so a typo
+//! fails loudly, with a path rather than a line and column (which mean nothing in an Istio
+//! `pluginConfig` rendered from YAML). Step two is the filter's `TryFrom<Raw>`, whose
+//! [`InvalidConfig`] errors carry paths too ([`InvalidConfig::at`], [`InvalidConfig::within`]).
 //!
 //! An empty (or all-whitespace) configuration is read as `{}`: Envoy delivers an absent
 //! `configuration` as empty bytes, and a filter whose fields all have defaults should start.
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use crate::json::{self, Field, FromJson};
 
 /// Why a plugin configuration was rejected: where (a JSON path such as `requestId.maxLength` or
 /// `rules[2].match.host`; empty for the document itself) and why.
@@ -52,6 +62,14 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// A failure at `path` (empty for the document) because of `reason`.
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// The JSON path of the offending value (empty for the whole document).
     pub fn path(&self) -> &str {
         &self.path
@@ -136,7 +154,7 @@ impl From<InvalidConfig> for ConfigError {
 /// missing field, a bad duration, or whatever `Cfg::try_from` rejects.
 pub fn parse_config<Raw, Cfg>(bytes: &[u8]) -> Result<Cfg, ConfigError>
 where
-    Raw: DeserializeOwned,
+    Raw: FromJson,
     Cfg: TryFrom<Raw>,
     Cfg::Error: Into<ConfigError>,
 {
@@ -144,61 +162,19 @@ where
     Cfg::try_from(raw).map_err(Into::into)
 }
 
-/// Step one alone: strict JSON into `Raw`, errors with their path.
+/// Step one alone: strict JSON into `Raw`, errors with their path. Empty input reads as `{}`.
 ///
 /// # Errors
 ///
 /// As [`parse_config`], for the JSON step.
-pub fn parse_raw<Raw: DeserializeOwned>(bytes: &[u8]) -> Result<Raw, ConfigError> {
+pub fn parse_raw<Raw: FromJson>(bytes: &[u8]) -> Result<Raw, ConfigError> {
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
         bytes
     };
-    let mut json = serde_json::Deserializer::from_slice(bytes);
-    let raw: Raw = serde_path_to_error::deserialize(&mut json).map_err(|err| {
-        let path = render_path(err.path());
-        ConfigError {
-            path,
-            reason: json_reason(err.inner()),
-        }
-    })?;
-    json.end().map_err(|err| ConfigError {
-        path: String::new(),
-        reason: json_reason(&err),
-    })?;
-    Ok(raw)
-}
-
-fn render_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
-/// serde_json's message without its " at line L column C" suffix (the path replaces it), except
-/// for syntax errors, where the position is the only clue.
-fn json_reason(err: &serde_json::Error) -> String {
-    let message = err.to_string();
-    if err.is_syntax() || err.is_eof() {
-        return format!("invalid json: {message}");
-    }
-    let suffix = format!(" at line {} column {}", err.line(), err.column());
-    message
-        .strip_suffix(&suffix)
-        .map_or_else(|| message.clone(), str::to_owned)
+    let document = json::parse(bytes)?;
+    Field::root(&document).parse()
 }
 
 // === durations ===
@@ -363,28 +339,6 @@ pub fn parse_duration(input: &str) -> Result<ConfigDuration, InvalidDuration> {
     Ok(ConfigDuration { nanos })
 }
 
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ConfigDuration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration string such as \"250ms\" or \"1.5s\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigDuration, E> {
-                parse_duration(v).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Visitor)
-    }
-}
-
-impl serde::Serialize for ConfigDuration {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
@@ -392,22 +346,42 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[derive(Debug)]
     struct RawRequestId {
         header: String,
-        #[serde(default)]
         max_length: Option<u32>,
     }
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    impl FromJson for RawRequestId {
+        fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+            let mut object = field.object()?;
+            let raw = Self {
+                header: object.required("header")?.parse()?,
+                max_length: object.optional("maxLength")?,
+            };
+            object.finish()?;
+            Ok(raw)
+        }
+    }
+
+    #[derive(Debug)]
     struct RawConfig {
         request_id: RawRequestId,
-        #[serde(default)]
         timeout: Option<ConfigDuration>,
-        #[serde(default)]
         rules: Vec<RawRequestId>,
+    }
+
+    impl FromJson for RawConfig {
+        fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+            let mut object = field.object()?;
+            let raw = Self {
+                request_id: object.required("requestId")?.parse()?,
+                timeout: object.optional("timeout")?,
+                rules: object.or_default("rules")?,
+            };
+            object.finish()?;
+            Ok(raw)
+        }
     }
 
     #[derive(Debug)]
@@ -467,7 +441,7 @@ mod tests {
             (
                 r#"{"requestId": {"header": 7}}"#,
                 "requestId.header",
-                "invalid type: integer `7`, expected a string",
+                "invalid type: number `7`, expected a string",
             ),
             (
                 r#"{"requestId": {}}"#,
@@ -482,7 +456,7 @@ mod tests {
             (
                 r#"{"requestId": {"header": "x"}, "rules": [{"header": "a"}, {"header": "b", "bad": 1}]}"#,
                 "rules[1].bad",
-                "unknown field `bad`",
+                "unknown field `bad`, expected `header` or `maxLength`",
             ),
             (r#"{"requestId": {"header": "x"},}"#, "", "invalid json"),
             (

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod host;
 pub mod ids;
+pub mod json;
 pub mod log;
 pub mod matcher;
 pub mod metrics;

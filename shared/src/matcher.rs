@@ -29,34 +29,27 @@
 //! A bad pattern is an [`InvalidConfig`] whose path is relative to the match object
 //! (e.g. `path.glob`, `hosts[1]`); wrap it with [`InvalidConfig::within`].
 
-use serde::Deserialize;
-
-use crate::config::InvalidConfig;
+use crate::config::{ConfigError, InvalidConfig};
+use crate::json::{Field, FromJson, Json};
 use crate::request::{RequestView, host_without_port};
 
 // === raw config ===
 
 /// The JSON form of a [`RouteMatch`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawRouteMatch {
     /// Host patterns, any of which may match.
-    #[serde(default)]
     pub hosts: Vec<String>,
     /// Path condition.
-    #[serde(default)]
     pub path: Option<RawPathMatch>,
     /// HTTP methods, any of which may match.
-    #[serde(default)]
     pub methods: Vec<String>,
     /// Header conditions, all of which must hold.
-    #[serde(default)]
     pub headers: Vec<RawHeaderMatch>,
 }
 
 /// The JSON form of a [`PathMatch`]: `{"exact": …}`, `{"prefix": …}` or `{"glob": …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawPathMatch {
     /// The whole path (without query) equals this.
     Exact(String),
@@ -67,29 +60,81 @@ pub enum RawPathMatch {
 }
 
 /// The JSON form of a [`HeaderMatch`]: a name and exactly one condition.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawHeaderMatch {
     /// Header name (case-insensitive).
     pub name: String,
     /// `true`: the header is present; `false`: it is absent.
-    #[serde(default)]
     pub present: Option<bool>,
     /// `true`: the header is absent.
-    #[serde(default)]
     pub absent: Option<bool>,
     /// Some value equals this.
-    #[serde(default)]
     pub exact: Option<String>,
     /// Some value starts with this.
-    #[serde(default)]
     pub prefix: Option<String>,
     /// Some value ends with this.
-    #[serde(default)]
     pub suffix: Option<String>,
     /// Some value contains this.
-    #[serde(default)]
     pub contains: Option<String>,
+}
+
+impl FromJson for RawRouteMatch {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            hosts: object.or_default("hosts")?,
+            path: object.optional("path")?,
+            methods: object.or_default("methods")?,
+            headers: object.or_default("headers")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for RawPathMatch {
+    /// Exactly one of `{"exact": …}`, `{"prefix": …}`, `{"glob": …}`.
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        const EXPECTED: &str = "expected `exact`, `prefix` or `glob`";
+        let Json::Object(members) = field.json() else {
+            return Err(field.error(format!(
+                "invalid type: {}, expected an object with one of `exact`, `prefix` or `glob`",
+                field.json().kind()
+            )));
+        };
+        let [(kind, _)] = members.as_slice() else {
+            return Err(field.error(format!(
+                "needs exactly one condition, found {}; {EXPECTED}",
+                members.len()
+            )));
+        };
+        let mut object = field.object()?;
+        let raw = match kind.as_str() {
+            "exact" => Self::Exact(object.required("exact")?.parse()?),
+            "prefix" => Self::Prefix(object.required("prefix")?.parse()?),
+            "glob" => Self::Glob(object.required("glob")?.parse()?),
+            other => return Err(field.error(format!("unknown variant `{other}`, {EXPECTED}"))),
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for RawHeaderMatch {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            name: object.required("name")?.parse()?,
+            present: object.optional("present")?,
+            absent: object.optional("absent")?,
+            exact: object.optional("exact")?,
+            prefix: object.optional("prefix")?,
+            suffix: object.optional("suffix")?,
+            contains: object.optional("contains")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
 }
 
 // === hosts ===
@@ -872,12 +917,22 @@ mod tests {
         assert_eq!(err.path(), "host");
     }
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
+    #[derive(Debug)]
     struct RawRule {
-        #[serde(rename = "match")]
         route: RawRouteMatch,
         backend: String,
+    }
+
+    impl FromJson for RawRule {
+        fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+            let mut object = field.object()?;
+            let raw = Self {
+                route: object.required("match")?.parse()?,
+                backend: object.required("backend")?.parse()?,
+            };
+            object.finish()?;
+            Ok(raw)
+        }
     }
 
     #[test]

@@ -22,22 +22,26 @@
 //! [`crate::host::mock::MockHost`]. Do not call `proxy_wasm::set_log_level`: it installs the
 //! SDK's own logger, and `log` accepts only one.
 
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-
 use crate::config::{ConfigError, parse_config};
+use crate::json::{Field, FromJson};
 use crate::host::{BufferKind, Host, LocalResponse, LogLevel};
 
 /// What a filter does when it cannot do its job (host failure, exhausted shared-data retries,
 /// unreachable backend…) — separate from Istio's `failStrategy`, which covers VM failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailureMode {
     /// Reject the request with a 503 (the safe default).
     #[default]
     Deny,
     /// Let the request through unchanged.
     Allow,
+}
+
+impl FromJson for FailureMode {
+    /// `"deny"` or `"allow"`.
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        field.variant(&[("deny", Self::Deny), ("allow", Self::Allow)])
+    }
 }
 
 /// The action a failure turns into.
@@ -86,7 +90,7 @@ pub fn failure_response(filter: &str) -> LocalResponse {
 /// error level through the host and returns `None` (the filter returns `false`).
 pub fn read_plugin_config<Raw, Cfg>(host: &dyn Host) -> Option<Cfg>
 where
-    Raw: DeserializeOwned,
+    Raw: FromJson,
     Cfg: TryFrom<Raw>,
     Cfg::Error: Into<ConfigError>,
 {
@@ -176,13 +180,22 @@ mod tests {
     use crate::host::HostError;
     use crate::host::mock::{Hostcall, MockHost};
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[derive(Debug)]
     struct RawConfig {
-        #[serde(default)]
         failure_mode: FailureMode,
-        #[serde(default)]
         max_length: Option<u32>,
+    }
+
+    impl FromJson for RawConfig {
+        fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+            let mut object = field.object()?;
+            let raw = Self {
+                failure_mode: object.or_default("failureMode")?,
+                max_length: object.optional("maxLength")?,
+            };
+            object.finish()?;
+            Ok(raw)
+        }
     }
 
     #[derive(Debug, PartialEq)]

@@ -3,7 +3,7 @@
 //! Every object denies unknown fields so a typo in an Istio `pluginConfig` fails loudly; every
 //! validation error names the JSON path of the offending field.
 
-use serde::Deserialize;
+use meshward_core::json::{Field, Fraction, FromJson};
 
 use crate::request_id::{Cidr, Validation};
 use crate::tracestate::MIN_PROPAGATED_LEN;
@@ -18,8 +18,7 @@ pub use meshward_core::config::{ConfigError, InvalidConfig};
 // === raw (serde) ===
 
 /// The JSON document as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default)]
 pub struct RawConfig {
     /// `requestId`.
     pub request_id: RawRequestId,
@@ -36,8 +35,7 @@ pub struct RawConfig {
 }
 
 /// `requestId` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default)]
 pub struct RawRequestId {
     /// Header carrying the id.
     pub header: Option<String>,
@@ -56,8 +54,7 @@ pub struct RawRequestId {
 }
 
 /// What to do with a client-supplied request id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
     /// Keep it when it passes validation, otherwise replace it.
     #[default]
@@ -69,8 +66,7 @@ pub enum Policy {
 }
 
 /// `requestId.validation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RawValidation {
     /// Safe characters, bounded length.
     #[default]
@@ -80,8 +76,7 @@ pub enum RawValidation {
 }
 
 /// `traceContext` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default)]
 pub struct RawTraceContext {
     /// How an incoming context is treated.
     pub mode: Mode,
@@ -92,8 +87,7 @@ pub struct RawTraceContext {
 }
 
 /// `traceContext.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Act as a participant: keep a valid trace id, issue a new parent id (§3.4 "update parent-id").
     #[default]
@@ -105,8 +99,7 @@ pub enum Mode {
 }
 
 /// `traceContext.sampling`, tagged by `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawSampling {
     /// `{"type": "fixed", "sampled": false}`.
     Fixed {
@@ -115,29 +108,26 @@ pub enum RawSampling {
     },
     /// `{"type": "ratio", "ratio": 0.1}`: decided from the random part of the new trace id.
     Ratio {
-        /// Fraction in `[0, 1]`.
-        ratio: f64,
+        /// Fraction in `[0, 1]`, exact.
+        ratio: Fraction,
     },
     /// `{"type": "inherit", "fallback": false}`: B3 sampling state or the (discarded) incoming
     /// `traceparent`'s sampled flag, else `fallback`.
     Inherit {
         /// Used when nothing can be inherited.
-        #[serde(default)]
-        fallback: bool,
+                fallback: bool,
     },
 }
 
 /// `traceContext.tracestate`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default)]
 pub struct RawTraceState {
     /// Longest propagated `tracestate` (characters), at least 512.
     pub max_length: Option<usize>,
 }
 
 /// `b3` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default)]
 pub struct RawB3 {
     /// Read B3 headers when there is no `traceparent`.
     pub read: bool,
@@ -146,8 +136,7 @@ pub struct RawB3 {
 }
 
 /// `b3.write`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum B3Write {
     /// Leave B3 headers alone.
     #[default]
@@ -159,8 +148,7 @@ pub enum B3Write {
 }
 
 /// `response` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default)]
 pub struct RawResponse {
     /// Echo the request id in the response.
     pub echo_request_id: Option<bool>,
@@ -171,14 +159,168 @@ pub struct RawResponse {
 }
 
 /// What to do when the proxy fails a hostcall the filter needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailureMode {
     /// Let the request through untouched (an id is never worth an outage).
     #[default]
     Allow,
     /// Reply 500.
     Deny,
+}
+
+impl FromJson for RawConfig {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            request_id: object.or_default("requestId")?,
+            trace_context: object.or_default("traceContext")?,
+            b3: object.or_default("b3")?,
+            response: object.or_default("response")?,
+            properties: object.optional("properties")?,
+            failure_mode: object.or_default("failureMode")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for RawRequestId {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            header: object.optional("header")?,
+            aliases: object.or_default("aliases")?,
+            policy: object.or_default("policy")?,
+            validation: object.or_default("validation")?,
+            max_length: object.optional("maxLength")?,
+            trusted_cidrs: object.or_default("trustedCidrs")?,
+            original_id_header: object.optional("originalIdHeader")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for Policy {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        field.variant(&[
+            ("keepIfValid", Self::KeepIfValid),
+            ("alwaysReplace", Self::AlwaysReplace),
+            ("keepIfTrusted", Self::KeepIfTrusted),
+        ])
+    }
+}
+
+impl FromJson for RawValidation {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        field.variant(&[("token", Self::Token), ("uuid", Self::Uuid)])
+    }
+}
+
+impl FromJson for RawTraceContext {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            mode: object.or_default("mode")?,
+            sampling: object.optional("sampling")?,
+            tracestate: object.or_default("tracestate")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for Mode {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        field.variant(&[
+            ("hop", Self::Hop),
+            ("passthrough", Self::Passthrough),
+            ("restart", Self::Restart),
+        ])
+    }
+}
+
+impl FromJson for RawSampling {
+    /// Tagged by `type`; each type allows only its own fields.
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Fixed,
+            Ratio,
+            Inherit,
+        }
+        let mut object = field.object()?;
+        let kind = object.required("type")?.variant(&[
+            ("fixed", Kind::Fixed),
+            ("ratio", Kind::Ratio),
+            ("inherit", Kind::Inherit),
+        ])?;
+        let raw = match kind {
+            Kind::Fixed => Self::Fixed {
+                sampled: object.required("sampled")?.parse()?,
+            },
+            Kind::Ratio => Self::Ratio {
+                ratio: object.required("ratio")?.fraction()?,
+            },
+            Kind::Inherit => Self::Inherit {
+                fallback: object.or_default("fallback")?,
+            },
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for RawTraceState {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            max_length: object.optional("maxLength")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for RawB3 {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            read: object.or_default("read")?,
+            write: object.or_default("write")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for B3Write {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        field.variant(&[
+            ("none", Self::None),
+            ("single", Self::Single),
+            ("multi", Self::Multi),
+        ])
+    }
+}
+
+impl FromJson for RawResponse {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        let mut object = field.object()?;
+        let raw = Self {
+            echo_request_id: object.optional("echoRequestId")?,
+            traceresponse: object.or_default("traceresponse")?,
+            server_timing: object.or_default("serverTiming")?,
+        };
+        object.finish()?;
+        Ok(raw)
+    }
+}
+
+impl FromJson for FailureMode {
+    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
+        field.variant(&[("allow", Self::Allow), ("deny", Self::Deny)])
+    }
 }
 
 // === validated ===
@@ -290,14 +432,14 @@ fn header_name(path: &str, name: &str) -> Result<String, InvalidConfig> {
     if name.is_empty() || !name.bytes().all(token) {
         return Err(InvalidConfig::at(
             path,
-            format!("{name:?} is not a valid http header name"),
+            format!("`{name}` is not a valid http header name"),
         ));
     }
     let lower = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str()) {
         return Err(InvalidConfig::at(
             path,
-            format!("{name:?} is a trace context header"),
+            format!("`{name}` is a trace context header"),
         ));
     }
     Ok(lower)
@@ -319,7 +461,7 @@ impl TryFrom<RawConfig> for Config {
             if alias == header || aliases.contains(&alias) {
                 return Err(InvalidConfig::at(
                     path,
-                    format!("{alias:?} is listed twice"),
+                    format!("`{alias}` is listed twice"),
                 ));
             }
             aliases.push(alias);
@@ -331,7 +473,7 @@ impl TryFrom<RawConfig> for Config {
                 if name == header || aliases.contains(&name) {
                     return Err(InvalidConfig::at(
                         "requestId.originalIdHeader",
-                        format!("{name:?} is already the request id header or an alias"),
+                        format!("`{name}` is already the request id header or an alias"),
                     ));
                 }
                 Some(name)
@@ -382,17 +524,9 @@ impl TryFrom<RawConfig> for Config {
             .unwrap_or(RawSampling::Fixed { sampled: false })
         {
             RawSampling::Fixed { sampled } => Sampling::Fixed(sampled),
-            RawSampling::Ratio { ratio } => {
-                if !(0.0..=1.0).contains(&ratio) {
-                    return Err(InvalidConfig::at(
-                        "traceContext.sampling.ratio",
-                        "must be between 0 and 1",
-                    ));
-                }
-                Sampling::Ratio {
-                    threshold: ratio_threshold(ratio),
-                }
-            }
+            RawSampling::Ratio { ratio } => Sampling::Ratio {
+                threshold: ratio.scale(1 << 56),
+            },
             RawSampling::Inherit { fallback } => Sampling::Inherit { fallback },
         };
         let tracestate_max_length = raw
@@ -432,27 +566,11 @@ impl TryFrom<RawConfig> for Config {
     }
 }
 
-/// Ratio → threshold over the 56 random low bits of a trace id.
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_precision_loss,
-    reason = "ratio is in [0, 1]; the float-to-int cast saturates"
-)]
-fn ratio_threshold(ratio: f64) -> u64 {
-    const SPACE: f64 = (1u64 << 56) as f64;
-    (ratio * SPACE) as u64
-}
-
 /// Parses the plugin configuration bytes. Empty or whitespace-only input means all defaults.
 ///
 /// # Errors
 /// [`ConfigError`] with the JSON path of the first problem.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-    // serde lets a struct with defaults be read from a JSON array (`[]`); a config is an object.
-    if matches!(bytes.iter().find(|b| !b.is_ascii_whitespace()), Some(b) if *b != b'{') {
-        return Err(InvalidConfig::root("expected a json object").into());
-    }
     meshward_core::config::parse_config::<RawConfig, Config>(bytes)
 }
 
@@ -536,7 +654,7 @@ mod tests {
             ),
             (
                 r#"{"traceContext": {"sampling": {"type": "fixed", "sampled": true, "x": 1}}}"#,
-                "traceContext.sampling",
+                "traceContext.sampling.x",
             ),
             (
                 r#"{"traceContext": {"tracestate": {"maxLength": 100}}}"#,

@@ -110,7 +110,7 @@ pub struct Cidr {
 
 /// A CIDR that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid cidr {0:?}: expected an ip address with an optional /prefix")]
+#[error("invalid cidr `{0}`: expected an ip address with an optional /prefix")]
 pub struct InvalidCidr(pub String);
 
 impl Cidr {
