@@ -158,7 +158,12 @@ impl Parser<'_> {
         )
     }
 
-    fn expect_literal(&mut self, path: &str, literal: &[u8], value: Json) -> Result<Json, ConfigError> {
+    fn expect_literal(
+        &mut self,
+        path: &str,
+        literal: &[u8],
+        value: Json,
+    ) -> Result<Json, ConfigError> {
         let end = self.pos.saturating_add(literal.len());
         if self.bytes.get(self.pos..end) == Some(literal) {
             self.pos = end;
@@ -705,9 +710,8 @@ impl<'a> Object<'a> {
     ///
     /// `missing field` at this object's path.
     pub fn required(&mut self, name: &'static str) -> Result<Field<'a>, ConfigError> {
-        self.take(name).ok_or_else(|| {
-            ConfigError::new(self.path.clone(), format!("missing field `{name}`"))
-        })
+        self.take(name)
+            .ok_or_else(|| ConfigError::new(self.path.clone(), format!("missing field `{name}`")))
     }
 
     /// The field `name` read as `T`, or `None` when absent.
@@ -962,7 +966,11 @@ mod tests {
                 "rulez",
                 "unknown field `rulez`, expected `rules`",
             ),
-            (r#"{"rules": {}}"#, "rules", "invalid type: object, expected an array"),
+            (
+                r#"{"rules": {}}"#,
+                "rules",
+                "invalid type: object, expected an array",
+            ),
             (r#"{"rules": [{}]}"#, "rules[0]", "missing field `name`"),
             (
                 r#"{"rules": [{"name": 7}]}"#,
@@ -1010,14 +1018,19 @@ mod tests {
     #[test]
     fn numbers_convert_exactly_or_fail() {
         let field = |text: &str| parse(text.as_bytes()).unwrap();
-        assert_eq!(Field::root(&field("18446744073709551615")).u64(), Ok(u64::MAX));
+        assert_eq!(
+            Field::root(&field("18446744073709551615")).u64(),
+            Ok(u64::MAX)
+        );
         assert!(Field::root(&field("18446744073709551616")).u64().is_err());
         assert_eq!(Field::root(&field("0.25")).f64(), Ok(0.25));
         assert_eq!(Field::root(&field("1e2")).f64(), Ok(100.0));
         assert!(Field::root(&field("1e400")).f64().is_err());
         assert!(Field::root(&field("\"1\"")).f64().is_err());
         assert_eq!(
-            Field::root(&field("\"1.5s\"")).duration().map(ConfigDuration::as_nanos),
+            Field::root(&field("\"1.5s\""))
+                .duration()
+                .map(ConfigDuration::as_nanos),
             Ok(1_500_000_000)
         );
         let err = Field::root(&field("\"5x\"")).duration().unwrap_err();
@@ -1050,7 +1063,16 @@ mod tests {
         ] {
             assert_eq!(scaled(text), Ok(expected), "{text}");
         }
-        for text in ["1.5", "2", "1e1", "1.0000000001", "-0.5", "-1", "11e-1", "\"0.5\""] {
+        for text in [
+            "1.5",
+            "2",
+            "1e1",
+            "1.0000000001",
+            "-0.5",
+            "-1",
+            "11e-1",
+            "\"0.5\"",
+        ] {
             assert!(scaled(text).is_err(), "{text}");
         }
         assert_eq!(Fraction::ONE.scale(u64::MAX), u64::MAX);

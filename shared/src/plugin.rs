@@ -23,8 +23,8 @@
 //! SDK's own logger, and `log` accepts only one.
 
 use crate::config::{ConfigError, parse_config};
-use crate::json::{Field, FromJson};
 use crate::host::{BufferKind, Host, LocalResponse, LogLevel};
+use crate::json::{Field, FromJson};
 
 /// What a filter does when it cannot do its job (host failure, exhausted shared-data retries,
 /// unreachable backend…) — separate from Istio's `failStrategy`, which covers VM failure.

@@ -115,7 +115,7 @@ pub enum RawSampling {
     /// `traceparent`'s sampled flag, else `fallback`.
     Inherit {
         /// Used when nothing can be inherited.
-                fallback: bool,
+        fallback: bool,
     },
 }
 

@@ -29,6 +29,8 @@ pub mod tracestate;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_cases;
 
 #[cfg(target_arch = "wasm32")]
 mod plugin;

@@ -5,7 +5,6 @@
 //! `action` → `(action=\.=(.*?);\.;)`, `reason` → `(reason=\.=(.*?);\.;)`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use meshward_core::host::{Host, MetricKind};
 
@@ -34,10 +33,16 @@ pub fn encode_name(base: &str, tags: &[(&str, &str)]) -> String {
     meshward_core::metrics::tagged_name(base, &tags)
 }
 
-/// Lazily defined counters of one VM.
+/// Most metric ids cached per VM. The tag values are closed sets (about 40 combinations), so the
+/// cap is never reached in practice; past it, names are defined again on each use, which Envoy
+/// answers with the same id.
+const MAX_CACHED: usize = 128;
+
+/// Lazily defined counters of one VM. A linear list, not a `HashMap`: it holds a few dozen
+/// entries, and std's `HashMap` would pull its random seeding and SipHash into the module.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    ids: RefCell<HashMap<String, u32>>,
+    ids: RefCell<Vec<(String, u32)>>,
 }
 
 impl Metrics {
@@ -45,12 +50,20 @@ impl Metrics {
     /// change what happens to a request.
     pub fn increment(&self, host: &dyn Host, base: &str, tags: &[(&str, &str)]) {
         let name = encode_name(base, tags);
-        let cached = self.ids.borrow().get(&name).copied();
+        let cached = self
+            .ids
+            .borrow()
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, id)| *id);
         let id = match cached {
             Some(id) => id,
             None => match host.define_metric(MetricKind::Counter, &name) {
                 Ok(id) => {
-                    self.ids.borrow_mut().insert(name, id);
+                    let mut ids = self.ids.borrow_mut();
+                    if ids.len() < MAX_CACHED {
+                        ids.push((name, id));
+                    }
                     id
                 }
                 Err(_) => return,

@@ -986,8 +986,8 @@ mod tests {
         let base = repo_envoy_yaml();
         let cases: &[(&str, &str, &str, &str)] = &[
             (
-                "              cluster_name: echo-v1\n",
-                "              cluster_name: echo-v1\n              policy: {}\n",
+                "        cluster_name: echo-v1\n",
+                "        cluster_name: echo-v1\n        policy: {}\n",
                 "static_resources.clusters[0].load_assignment.policy",
                 "unknown field `policy`",
             ),

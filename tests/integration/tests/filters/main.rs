@@ -1,3 +1,11 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed expectation should abort the test"
+)]
+
 //! One integration-test binary (one link of wasmtime): each module drives built `.wasm` filters
 //! from `dist/` through `meshward-host`.
 

@@ -10,6 +10,9 @@ use meshward_host::{
     Request, Response, SharedState, StreamInfo,
 };
 
+#[path = "../../../../filters/trace-id/src/conformance_cases.rs"]
+mod conformance_cases;
+
 const TRACE: &str = "12345678901234567890123456789012";
 const PARENT: &str = "1234567890123456";
 const VALID_TP: &str = "00-12345678901234567890123456789012-1234567890123456-01";
@@ -386,7 +389,7 @@ fn request_id_rules() {
         if case.config == aliases {
             assert_eq!(
                 upstream(&out, "x-correlation-id"),
-                [id.clone()],
+                std::slice::from_ref(&id),
                 "{}",
                 case.name
             );
@@ -413,7 +416,15 @@ fn traceparent_rules() {
         /// A new trace id.
         New,
     }
-    let cases: [(&str, &str, Vec<&str>, Want, (&str, &str)); 12] = [
+    /// (name, config, incoming traceparents, expectation, (metric action, reason)).
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<&'static str>,
+        Want,
+        (&'static str, &'static str),
+    );
+    let cases: [Case; 12] = [
         (
             "hop keeps trace id",
             "{}",
@@ -790,4 +801,78 @@ fn metrics_accumulate_with_bounded_tags() {
             "{name}"
         );
     }
+}
+
+/// The W3C Trace Context conformance table (the same file the filter's unit tests use) through
+/// the real module on two worker VMs: exactly one canonical version-00 `traceparent` leaves,
+/// continued or restarted as the case says, and the forwarded `tracestate` is as expected.
+#[test]
+fn w3c_conformance_table_through_the_wasm() {
+    use conformance_cases::{PARENT as CASE_PARENT, State, TRACE as CASE_TRACE, Trace, cases};
+    use meshward_filter_trace_id::{traceparent, tracestate::TraceState};
+
+    let shared = SharedState::new();
+    let mut plugin = load_with("{}", 2, &shared);
+    let mut failures = Vec::new();
+    for (n, case) in cases().into_iter().enumerate() {
+        let mut request = get("/conformance");
+        for (name, value) in &case.headers {
+            request = request.with_header(name, value);
+        }
+        let out = plugin
+            .http_request(n % 2, request, Response::new(200))
+            .unwrap();
+        if !out.traps.is_empty() {
+            failures.push(format!("{}: trap {:?}", case.spec, out.traps));
+            continue;
+        }
+        let tps = upstream(&out, "traceparent");
+        let problem = match tps.as_slice() {
+            [one] => {
+                let trace = one.get(3..35);
+                let parent = one.get(36..52);
+                match traceparent::parse(one.as_bytes()) {
+                    Err(e) => Some(format!("forwarded invalid traceparent {one}: {e}")),
+                    Ok(p) if p.needs_rewrite || !one.starts_with("00-") => {
+                        Some(format!("not canonical v00: {one}"))
+                    }
+                    Ok(_) => match case.trace {
+                        Trace::Continued
+                            if trace != Some(CASE_TRACE) || parent == Some(CASE_PARENT) =>
+                        {
+                            Some(format!(
+                                "expected the trace continued under a new parent, got {one}"
+                            ))
+                        }
+                        Trace::New if trace == Some(CASE_TRACE) => {
+                            Some(format!("expected a new trace, got {one}"))
+                        }
+                        _ => None,
+                    },
+                }
+            }
+            other => Some(format!("expected one traceparent, got {other:?}")),
+        };
+        let states = upstream(&out, "tracestate");
+        let state_problem = match (case.state, states.as_slice()) {
+            (State::Absent, []) => None,
+            (State::Is(want), [got]) if got == want => None,
+            (State::AtMost(max), [got])
+                if got.len() <= max
+                    && matches!(TraceState::parse_headers(&[got.as_bytes()]), Ok(Some(_))) =>
+            {
+                None
+            }
+            (want, got) => Some(format!("tracestate: expected {want:?}, got {got:?}")),
+        };
+        for p in [problem, state_problem].into_iter().flatten() {
+            failures.push(format!("{}: {p}", case.spec));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

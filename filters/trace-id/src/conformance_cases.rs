@@ -1,0 +1,478 @@
+//! The W3C Trace Context Level 2 conformance table, written from the spec (our own cases, in the
+//! categories of the w3c/trace-context test suite); each case cites the section it checks.
+//!
+//! Plain data on purpose: the filter's unit tests run it against the decision logic
+//! (`conformance.rs`), and the integration tests include this same file to run it through the
+//! built `dist/trace-id.wasm` in our host, so the two can never drift apart.
+
+#![allow(
+    dead_code,
+    reason = "each includer uses a different subset of the helpers"
+)]
+
+pub(crate) const TRACE: &str = "12345678901234567890123456789012";
+pub(crate) const PARENT: &str = "1234567890123456";
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Trace {
+    /// The incoming trace id is continued under a new parent id.
+    Continued,
+    /// A new trace id (no valid incoming context).
+    New,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum State<'a> {
+    /// No `tracestate` on the outgoing request.
+    Absent,
+    /// Exactly this combined value.
+    Is(&'a str),
+    /// Some value no longer than this.
+    AtMost(usize),
+}
+
+pub(crate) struct Case<'a> {
+    pub(crate) spec: &'a str,
+    pub(crate) headers: Vec<(&'a str, Vec<u8>)>,
+    pub(crate) trace: Trace,
+    pub(crate) state: State<'a>,
+}
+
+fn tp(value: &str) -> (&'static str, Vec<u8>) {
+    ("traceparent", value.as_bytes().to_vec())
+}
+
+fn ts(value: &str) -> (&'static str, Vec<u8>) {
+    ("tracestate", value.as_bytes().to_vec())
+}
+
+fn valid() -> (&'static str, Vec<u8>) {
+    tp(&format!("00-{TRACE}-{PARENT}-01"))
+}
+
+fn case<'a>(spec: &'a str, headers: Vec<(&'a str, Vec<u8>)>, trace: Trace) -> Case<'a> {
+    Case {
+        spec,
+        headers,
+        trace,
+        state: State::Absent,
+    }
+}
+
+fn state_case<'a>(spec: &'a str, states: Vec<(&'a str, Vec<u8>)>, state: State<'a>) -> Case<'a> {
+    let mut headers = vec![valid()];
+    headers.extend(states);
+    Case {
+        spec,
+        headers,
+        trace: Trace::Continued,
+        state,
+    }
+}
+
+#[allow(clippy::too_many_lines, reason = "one table")]
+pub(crate) fn cases() -> Vec<Case<'static>> {
+    use State::{Absent, AtMost, Is};
+    use Trace::{Continued, New};
+    let long_key_ok = format!("{}=1", "z".repeat(256));
+    let long_key_bad = format!("{}=1", "z".repeat(257));
+    let tenant_ok = format!("{}@{}=1", "t".repeat(241), "v".repeat(14));
+    let tenant_bad = format!("{}@v=1", "t".repeat(242));
+    let system_bad = format!("t@{}=1", "v".repeat(15));
+    let value_ok = format!("foo={}", "v".repeat(256));
+    let value_bad = format!("foo={}", "v".repeat(257));
+    let members = |n: usize| {
+        (1..=n)
+            .map(|i| format!("bar{i:02}={i:02}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let big = (1..=32)
+        .map(|i| format!("key{i:02}={}", "x".repeat(20)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    vec![
+        // --- traceparent (§3.2) ---
+        case(
+            "§3.2.2 valid traceparent is continued with a new parent-id",
+            vec![valid()],
+            Continued,
+        ),
+        case("§3.2 missing traceparent starts a trace", vec![], New),
+        case(
+            "§3.2.1 wrong header name is not traceparent",
+            vec![("trace-parent", valid().1)],
+            New,
+        ),
+        case(
+            "§3.2 duplicated traceparent restarts",
+            vec![
+                tp(&format!("00-{TRACE}-{PARENT}-01")),
+                tp(&format!("00-{}-{PARENT}-01", "1".repeat(32))),
+            ],
+            New,
+        ),
+        case(
+            "§3.2 duplicated identical traceparent restarts",
+            vec![valid(), valid()],
+            New,
+        ),
+        case(
+            "§3.2.4 version 00 with trailing dot restarts",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-01."))],
+            New,
+        ),
+        case(
+            "§3.2.4 version 00 with trailing fields restarts",
+            vec![tp(&format!(
+                "00-{TRACE}-{PARENT}-01-what-the-future-will-be-like"
+            ))],
+            New,
+        ),
+        case(
+            "§3.2.4 future version of exactly 55 chars is parsed",
+            vec![tp(&format!("cc-{TRACE}-{PARENT}-01"))],
+            Continued,
+        ),
+        case(
+            "§3.2.4 future version with extra fields is parsed",
+            vec![tp(&format!(
+                "cc-{TRACE}-{PARENT}-01-what-the-future-will-be-like"
+            ))],
+            Continued,
+        ),
+        case(
+            "§3.2.4 future version without dash after flags restarts",
+            vec![tp(&format!(
+                "cc-{TRACE}-{PARENT}-01.what-the-future-will-be-like"
+            ))],
+            New,
+        ),
+        case(
+            "§3.2.4 future version shorter than 55 restarts",
+            vec![tp(&format!("cc-{TRACE}-{PARENT}-1"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version ff is invalid",
+            vec![tp(&format!("ff-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 illegal version char (first)",
+            vec![tp(&format!(".0-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 illegal version char (second)",
+            vec![tp(&format!("0.-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 upper-case version",
+            vec![tp(&format!("0A-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version too long (3)",
+            vec![tp(&format!("000-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version too long (4)",
+            vec![tp(&format!("0000-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.1 version too short",
+            vec![tp(&format!("0-{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 all-zero trace-id is invalid",
+            vec![tp(&format!("00-{}-{PARENT}-01", "0".repeat(32)))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 illegal trace-id char (first)",
+            vec![tp(&format!("00-.{}-{PARENT}-01", &TRACE[1..]))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 illegal trace-id char (last)",
+            vec![tp(&format!("00-{}.-{PARENT}-01", &TRACE[..31]))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 upper-case trace-id",
+            vec![tp(&format!("00-{}-{PARENT}-01", "ABCDEF".repeat(5) + "AB"))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 trace-id too long",
+            vec![tp(&format!("00-{TRACE}3-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.3 trace-id too short",
+            vec![tp(&format!("00-{}-{PARENT}-01", &TRACE[..31]))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 all-zero parent-id is invalid",
+            vec![tp(&format!("00-{TRACE}-{}-01", "0".repeat(16)))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 illegal parent-id char (first)",
+            vec![tp(&format!("00-{TRACE}-.{}-01", &PARENT[1..]))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 illegal parent-id char (last)",
+            vec![tp(&format!("00-{TRACE}-{}.-01", &PARENT[..15]))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 upper-case parent-id",
+            vec![tp(&format!("00-{TRACE}-ABCDEF0123456789-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 parent-id too long",
+            vec![tp(&format!("00-{TRACE}-{PARENT}7-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2.4 parent-id too short",
+            vec![tp(&format!("00-{TRACE}-{}-01", &PARENT[..15]))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 illegal flags char (first)",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-.0"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 illegal flags char (second)",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-0."))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 upper-case flags",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-0A"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 flags too long",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-001"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5 flags too short",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-1"))],
+            New,
+        ),
+        case(
+            "§3.2.2.5.3 unknown flag bits are accepted (and zeroed on output)",
+            vec![tp(&format!("00-{TRACE}-{PARENT}-ff"))],
+            Continued,
+        ),
+        case(
+            "§3.2.2 wrong delimiter after version",
+            vec![tp(&format!("00_{TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2 wrong delimiter after trace-id",
+            vec![tp(&format!("00-{TRACE}_{PARENT}-01"))],
+            New,
+        ),
+        case(
+            "§3.2.2 wrong delimiter after parent-id",
+            vec![tp(&format!("00-{TRACE}-{PARENT}_01"))],
+            New,
+        ),
+        case(
+            "§3.2.2 missing delimiters",
+            vec![tp(&format!("00{TRACE}{PARENT}01"))],
+            New,
+        ),
+        case("§3.2.2 empty value", vec![tp("")], New),
+        case(
+            "§3.2.2 non-ASCII bytes",
+            vec![(
+                "traceparent",
+                [
+                    b"00-".as_slice(),
+                    "é".repeat(16).as_bytes(),
+                    b"-1234567890123456-01",
+                ]
+                .concat(),
+            )],
+            New,
+        ),
+        case(
+            "§3.2.2 invalid UTF-8",
+            vec![(
+                "traceparent",
+                [format!("00-{TRACE}-{PARENT}-0").as_bytes(), &[0xff]].concat(),
+            )],
+            New,
+        ),
+        case(
+            "§3.2 RFC 9110 OWS before and after are ignored",
+            vec![tp(&format!(" \t00-{TRACE}-{PARENT}-01\t "))],
+            Continued,
+        ),
+        case(
+            "§3.2 OWS inside the value is invalid",
+            vec![tp(&format!("00- {TRACE}-{PARENT}-01"))],
+            New,
+        ),
+        // --- tracestate (§3.3) ---
+        state_case(
+            "§3.3.1 single member is forwarded",
+            vec![ts("foo=1")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.3.1.1 multiple headers are combined in order",
+            vec![ts("foo=1"), ts("bar=2")],
+            Is("foo=1,bar=2"),
+        ),
+        state_case(
+            "§3.3.1.1 empty header with a member",
+            vec![ts(""), ts("foo=1")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.3.1.1 member with an empty header",
+            vec![ts("foo=1"), ts("")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.3.1.1 only empty headers are not sent on",
+            vec![ts(""), ts("")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.1 OWS around members is dropped",
+            vec![ts("foo=1 \t , \t bar=2, \t baz=3")],
+            Is("foo=1,bar=2,baz=3"),
+        ),
+        state_case(
+            "§3.3.1.4 duplicated key discards the list",
+            vec![ts("foo=1,foo=1")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.4 duplicated key across headers",
+            vec![ts("foo=1"), ts("foo=2")],
+            Absent,
+        ),
+        state_case("§3.3.1.3.1 space in key", vec![ts("foo =1")], Absent),
+        state_case("§3.3.1.3.1 upper-case key", vec![ts("FOO=1")], Absent),
+        state_case(
+            "§3.3.1.3.1 illegal char in key",
+            vec![ts("foo.bar=1")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key starting with @",
+            vec![ts("@foo=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key ending with @",
+            vec![ts("foo@=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key with @@",
+            vec![ts("foo@@bar=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key with two @",
+            vec![ts("foo@bar@baz=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 key of 256 chars",
+            vec![ts("foo=1"), ts(&long_key_ok)],
+            Is(leak(format!("foo=1,{long_key_ok}"))),
+        ),
+        state_case(
+            "§3.3.1.3.1 key of 257 chars",
+            vec![ts("foo=1"), ts(&long_key_bad)],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 multi-tenant key at its limits",
+            vec![ts("foo=1"), ts(&tenant_ok)],
+            Is(leak(format!("foo=1,{tenant_ok}"))),
+        ),
+        state_case(
+            "§3.3.1.3.1 tenant id too long",
+            vec![ts("foo=1"), ts(&tenant_bad)],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.1 system id too long",
+            vec![ts("foo=1"), ts(&system_bad)],
+            Absent,
+        ),
+        state_case("§3.3.1.3.2 value with =", vec![ts("foo=bar=baz")], Absent),
+        state_case("§3.3.1.3.2 empty value", vec![ts("foo=,bar=3")], Absent),
+        state_case("§3.3.1.3.2 member without =", vec![ts("foo")], Absent),
+        state_case(
+            "§3.3.1.3.2 non-ASCII value",
+            vec![("tracestate", "foo=é".as_bytes().to_vec())],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.2 control char in value",
+            vec![ts("foo=a\tb")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.3.2 value of 256 chars",
+            vec![ts(&value_ok)],
+            Is(leak(value_ok.clone())),
+        ),
+        state_case(
+            "§3.3.1.3.2 value of 257 chars",
+            vec![ts(&value_bad)],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.1 32 members are kept",
+            vec![ts(&members(32))],
+            Is(leak(members(32))),
+        ),
+        state_case(
+            "§3.3.1.1 33 members discard the list",
+            vec![ts(&members(33))],
+            Absent,
+        ),
+        state_case(
+            "§3.3.1.5 oversized list is truncated to 512",
+            vec![ts(&big)],
+            AtMost(512),
+        ),
+        Case {
+            spec: "§3.5 restart drops tracestate",
+            headers: vec![tp("ff-x"), ts("foo=1")],
+            trace: New,
+            state: Absent,
+        },
+        Case {
+            spec: "§3.3 tracestate without traceparent is not parsed",
+            headers: vec![ts("foo=1")],
+            trace: New,
+            state: Absent,
+        },
+    ]
+}
