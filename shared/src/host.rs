@@ -1,8 +1,10 @@
 //! The one narrow door between a filter and the proxy.
 //!
-//! Filters never call `proxy_wasm::hostcalls` directly: they take `&dyn Host` (or `&impl Host`),
-//! so their logic runs natively in unit tests against [`mock::MockHost`] and inside Envoy against
-//! [`proxy_wasm::ProxyWasmHost`]. Every hostcall status that is not success is mapped to a typed
+//! Filters never call `proxy_wasm::hostcalls` directly: they take `&(impl Host + ?Sized)`, so
+//! their logic runs natively in unit tests against [`mock::MockHost`] and inside Envoy against
+//! [`proxy_wasm::ProxyWasmHost`]. Generic, not `&dyn Host`: a trait object's vtable keeps every
+//! hostcall wrapper in the module, used or not (measured: ~3 KB of trace-id), and static calls
+//! are cheaper per request; `?Sized` still accepts a `&dyn Host` where one is handy. Every hostcall status that is not success is mapped to a typed
 //! [`HostError`]; nothing here panics.
 
 #[cfg(any(test, feature = "test-util"))]

@@ -27,17 +27,25 @@ impl<F: FnMut(&mut [u8])> RandomSource for F {
     }
 }
 
-/// Random bytes from the proxy ([`Host::fill_random`]).
-#[derive(Clone, Copy)]
-pub struct HostRandom<'a>(pub &'a dyn Host);
+/// Random bytes from the proxy ([`Host::fill_random`]). Generic rather than `&dyn Host` so the
+/// filter's module links only the hostcalls it uses (see [`crate::host`]).
+pub struct HostRandom<'a, H: Host + ?Sized>(pub &'a H);
 
-impl fmt::Debug for HostRandom<'_> {
+impl<H: Host + ?Sized> Clone for HostRandom<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H: Host + ?Sized> Copy for HostRandom<'_, H> {}
+
+impl<H: Host + ?Sized> fmt::Debug for HostRandom<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HostRandom")
     }
 }
 
-impl RandomSource for HostRandom<'_> {
+impl<H: Host + ?Sized> RandomSource for HostRandom<'_, H> {
     fn fill_random(&mut self, buf: &mut [u8]) -> HostResult<()> {
         self.0.fill_random(buf)
     }

@@ -695,7 +695,7 @@ impl<'a> Object<'a> {
             *taken = true;
         }
         let (_, json) = self.members.get(index)?;
-        if *json == Json::Null {
+        if matches!(json, Json::Null) {
             return None;
         }
         Some(Field {

@@ -13,6 +13,7 @@ pub mod json;
 pub mod log;
 pub mod matcher;
 pub mod metrics;
+pub mod net;
 pub mod plugin;
 pub mod request;
 pub mod shared_data;

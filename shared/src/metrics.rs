@@ -333,7 +333,7 @@ impl Metrics {
     /// # Errors
     ///
     /// The first host error.
-    pub fn define_untagged(&self, host: &dyn Host) -> HostResult<()> {
+    pub fn define_untagged(&self, host: &(impl Host + ?Sized)) -> HostResult<()> {
         let count = self.families.try_borrow().map_or(0, |f| f.len());
         for index in 0..count {
             let untagged = self
@@ -355,7 +355,7 @@ impl Metrics {
     /// otherwise the host's error.
     pub fn add(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         handle: MetricHandle,
         tag_values: &[&str],
         n: u64,
@@ -375,7 +375,7 @@ impl Metrics {
     /// As [`add`](Self::add).
     pub fn inc(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         handle: MetricHandle,
         tag_values: &[&str],
     ) -> HostResult<()> {
@@ -390,7 +390,7 @@ impl Metrics {
     /// otherwise the host's error.
     pub fn gauge_add(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         handle: MetricHandle,
         tag_values: &[&str],
         delta: i64,
@@ -410,7 +410,7 @@ impl Metrics {
     /// As [`gauge_add`](Self::gauge_add).
     pub fn gauge_set(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         handle: MetricHandle,
         tag_values: &[&str],
         value: u64,
@@ -426,7 +426,7 @@ impl Metrics {
     /// otherwise the host's error.
     pub fn observe(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         handle: MetricHandle,
         tag_values: &[&str],
         value: u64,
@@ -437,7 +437,7 @@ impl Metrics {
     // Gauges and histograms share `proxy_record_metric`; only the kind check differs.
     fn record(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         handle: MetricHandle,
         kind: MetricKind,
         tag_values: &[&str],
@@ -460,7 +460,12 @@ impl Metrics {
     }
 
     /// The cached id for these tag values, defining the metric on first use.
-    fn id(&self, host: &dyn Host, handle: MetricHandle, tag_values: &[&str]) -> HostResult<u32> {
+    fn id(
+        &self,
+        host: &(impl Host + ?Sized),
+        handle: MetricHandle,
+        tag_values: &[&str],
+    ) -> HostResult<u32> {
         // Never held across a hostcall that could re-enter: define_metric does not call back.
         let mut families = self
             .families

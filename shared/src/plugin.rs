@@ -88,7 +88,7 @@ pub fn failure_response(filter: &str) -> LocalResponse {
 /// Reads the plugin configuration (only available in `on_configure`) and parses it with
 /// [`parse_config`]. On failure logs `"<filter>: invalid plugin config: <path>: <reason>"` at
 /// error level through the host and returns `None` (the filter returns `false`).
-pub fn read_plugin_config<Raw, Cfg>(host: &dyn Host) -> Option<Cfg>
+pub fn read_plugin_config<Raw, Cfg>(host: &(impl Host + ?Sized)) -> Option<Cfg>
 where
     Raw: FromJson,
     Cfg: TryFrom<Raw>,
@@ -119,7 +119,7 @@ where
 
 /// Sets the `log` crate's level from the filter's configured level (if any) and the proxy's
 /// current level; call in `on_configure` (the proxy's level is not readable during start-up).
-pub fn sync_log_level(host: &dyn Host, configured: Option<LogLevel>) {
+pub fn sync_log_level(host: &(impl Host + ?Sized), configured: Option<LogLevel>) {
     crate::log::set_max_level(configured, host.log_level());
 }
 

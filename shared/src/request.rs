@@ -23,7 +23,7 @@ impl RequestView {
     /// # Errors
     ///
     /// The host's error if the map cannot be read.
-    pub fn from_host(host: &dyn Host) -> HostResult<Self> {
+    pub fn from_host(host: &(impl Host + ?Sized)) -> HostResult<Self> {
         Ok(Self::from_pairs(host.header_map(MapKind::RequestHeaders)?))
     }
 

@@ -72,7 +72,7 @@ impl<T> CasOutcome<T> {
 /// key), and writes it with the token it read, retrying on [`HostError::CasMismatch`] up to
 /// `max_attempts` times (at least once). `update` may run several times: keep it pure.
 pub fn cas_update<T>(
-    host: &dyn Host,
+    host: &(impl Host + ?Sized),
     key: &str,
     max_attempts: u32,
     mut update: impl FnMut(Option<&[u8]>) -> Update<T>,
@@ -292,7 +292,7 @@ impl KeyTable {
     /// The host's error when the slot cannot be read.
     pub fn get(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         logical_key: &[u8],
         now: Nanos,
     ) -> Result<Option<Vec<u8>>, HostError> {
@@ -314,7 +314,7 @@ impl KeyTable {
     /// [`HostError::BadArgument`] before any write.
     pub fn update<T>(
         &self,
-        host: &dyn Host,
+        host: &(impl Host + ?Sized),
         logical_key: &[u8],
         now: Nanos,
         mut update: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),

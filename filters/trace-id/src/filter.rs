@@ -20,7 +20,7 @@ pub enum Flow {
 }
 
 /// Reads and validates the plugin configuration, logging the reason when it is invalid.
-pub fn configure(host: &dyn Host, bytes: &[u8]) -> Option<Config> {
+pub fn configure(host: &(impl Host + ?Sized), bytes: &[u8]) -> Option<Config> {
     match config::parse(bytes) {
         Ok(cfg) => Some(cfg),
         Err(e) => {
@@ -33,7 +33,7 @@ pub fn configure(host: &dyn Host, bytes: &[u8]) -> Option<Config> {
     }
 }
 
-fn apply(host: &dyn Host, map: MapKind, ops: &[HeaderOp]) -> Result<(), HostError> {
+fn apply(host: &(impl Host + ?Sized), map: MapKind, ops: &[HeaderOp]) -> Result<(), HostError> {
     for op in ops {
         match op {
             HeaderOp::Set(name, value) => host.set_header(map, name, value.as_bytes())?,
@@ -47,7 +47,7 @@ fn apply(host: &dyn Host, map: MapKind, ops: &[HeaderOp]) -> Result<(), HostErro
 fn decide_and_apply(
     cfg: &Config,
     metrics: &Metrics,
-    host: &dyn Host,
+    host: &(impl Host + ?Sized),
 ) -> Result<ResponseMemo, HostError> {
     let view = RequestView::from_host(host)?;
     // Only the trusted-peer policy needs the peer address: skip the hostcall otherwise.
@@ -77,7 +77,7 @@ fn decide_and_apply(
 pub fn on_request_headers(
     cfg: &Config,
     metrics: &Metrics,
-    host: &dyn Host,
+    host: &(impl Host + ?Sized),
 ) -> (Flow, Option<ResponseMemo>) {
     match decide_and_apply(cfg, metrics, host) {
         Ok(memo) => (Flow::Continue, Some(memo)),
@@ -113,7 +113,7 @@ pub fn on_request_headers(
 pub fn on_response_headers(
     cfg: &Config,
     metrics: &Metrics,
-    host: &dyn Host,
+    host: &(impl Host + ?Sized),
     memo: Option<&ResponseMemo>,
 ) {
     let ops = logic::decide_response(cfg, memo);

@@ -48,7 +48,7 @@ pub struct Metrics {
 impl Metrics {
     /// Adds one to the counter `base` with `tags`. Failures are ignored: a metric must never
     /// change what happens to a request.
-    pub fn increment(&self, host: &dyn Host, base: &str, tags: &[(&str, &str)]) {
+    pub fn increment(&self, host: &(impl Host + ?Sized), base: &str, tags: &[(&str, &str)]) {
         let name = encode_name(base, tags);
         let cached = self
             .ids
@@ -73,7 +73,7 @@ impl Metrics {
     }
 
     /// Records the outcomes of one request decision.
-    pub fn record(&self, host: &dyn Host, decision: &RequestDecision) {
+    pub fn record(&self, host: &(impl Host + ?Sized), decision: &RequestDecision) {
         let id = decision.id_outcome;
         self.increment(
             host,

@@ -7,8 +7,6 @@
 //! Envoy's packed trace-reason values (`9`, `a`, `b`; Envoy rewrites the `4` of its UUIDv4 ids to
 //! record the sampling reason, so a strict UUIDv4 check would reject Envoy's own ids).
 
-use std::net::IpAddr;
-
 /// How a client-supplied id is validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Validation {
@@ -101,73 +99,7 @@ pub fn validate(
     Ok(String::from_utf8_lossy(value).into_owned())
 }
 
-/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`; a bare address means one host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-/// A CIDR that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid cidr `{0}`: expected an ip address with an optional /prefix")]
-pub struct InvalidCidr(pub String);
-
-impl Cidr {
-    /// Parses `addr[/prefix]`.
-    ///
-    /// # Errors
-    /// [`InvalidCidr`] when the address or prefix does not parse or the prefix is too long.
-    pub fn try_new(text: &str) -> Result<Self, InvalidCidr> {
-        let invalid = || InvalidCidr(text.to_owned());
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text, None),
-        };
-        let network: IpAddr = addr.parse().map_err(|_| invalid())?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().map_err(|_| invalid())?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(invalid());
-        }
-        Ok(Self { network, prefix })
-    }
-
-    /// Whether `ip` is inside this network. An IPv4-mapped IPv6 address matches IPv4 networks.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            IpAddr::V4(_) => ip,
-        };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Parses Envoy's `source.address` property (`1.2.3.4:5678`, `[::1]:5678`, or a bare address).
-pub fn parse_peer_address(raw: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(raw).ok()?;
-    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
-        return Some(socket.ip());
-    }
-    text.parse::<IpAddr>().ok()
-}
+pub use meshward_core::net::{Cidr, InvalidCidr, parse_peer_address};
 
 #[cfg(test)]
 mod tests {
