@@ -40,29 +40,50 @@ const MAX_CACHED: usize = 128;
 
 /// Lazily defined counters of one VM. A linear list, not a `HashMap`: it holds a few dozen
 /// entries, and std's `HashMap` would pull its random seeding and SipHash into the module.
+/// Entries are keyed by the base name and tag values (all `&'static str` from closed sets), so a
+/// hit compares a few short strings and allocates nothing; the tagged name is built on a miss only.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    ids: RefCell<Vec<(String, u32)>>,
+    ids: RefCell<Vec<CachedMetric>>,
+}
+
+#[derive(Debug)]
+struct CachedMetric {
+    base: &'static str,
+    values: Vec<&'static str>,
+    id: u32,
 }
 
 impl Metrics {
     /// Adds one to the counter `base` with `tags`. Failures are ignored: a metric must never
     /// change what happens to a request.
-    pub fn increment(&self, host: &(impl Host + ?Sized), base: &str, tags: &[(&str, &str)]) {
-        let name = encode_name(base, tags);
+    pub fn increment(
+        &self,
+        host: &(impl Host + ?Sized),
+        base: &'static str,
+        tags: &[(&'static str, &'static str)],
+    ) {
         let cached = self
             .ids
             .borrow()
             .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, id)| *id);
+            .find(|m| {
+                m.base == base
+                    && m.values.len() == tags.len()
+                    && m.values.iter().zip(tags).all(|(a, (_, b))| a == b)
+            })
+            .map(|m| m.id);
         let id = match cached {
             Some(id) => id,
-            None => match host.define_metric(MetricKind::Counter, &name) {
+            None => match host.define_metric(MetricKind::Counter, &encode_name(base, tags)) {
                 Ok(id) => {
                     let mut ids = self.ids.borrow_mut();
                     if ids.len() < MAX_CACHED {
-                        ids.push((name, id));
+                        ids.push(CachedMetric {
+                            base,
+                            values: tags.iter().map(|(_, value)| *value).collect(),
+                            id,
+                        });
                     }
                     id
                 }

@@ -3,7 +3,7 @@
 use std::rc::Rc;
 
 use meshward_core::host::proxy_wasm::ProxyWasmHost;
-use meshward_core::host::{BufferKind, Host, LogLevel};
+use meshward_core::host::{BufferKind, Host, LogLevel, MapKind};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
@@ -72,7 +72,8 @@ impl HttpContext for TraceId {
         let Some(config) = &self.config else {
             return Action::Continue;
         };
-        let (flow, memo) = filter::on_request_headers(config, &self.metrics, &ProxyWasmHost::new());
+        let host = ProxyWasmHost::in_headers_callback(MapKind::RequestHeaders);
+        let (flow, memo) = filter::on_request_headers(config, &self.metrics, &host);
         self.memo = memo;
         match flow {
             Flow::Continue => Action::Continue,
@@ -85,7 +86,7 @@ impl HttpContext for TraceId {
             filter::on_response_headers(
                 config,
                 &self.metrics,
-                &ProxyWasmHost::new(),
+                &ProxyWasmHost::in_headers_callback(MapKind::ResponseHeaders),
                 self.memo.as_ref(),
             );
         }

@@ -9,7 +9,7 @@
 //! | method | SDK wrapper | Envoy statuses the wrapper would panic on | what we do |
 //! |---|---|---|---|
 //! | `header` | `get_map_bytes` (not `get_map_value_bytes`) | none: Envoy answers a pairs read of an unavailable map with Ok + empty | scan the map for the first value; `get_map_value*` would panic on the BadArgument Envoy returns once the map is gone |
-//! | `set_header`, `add_header`, `remove_header`, `set_header_map` | `*_map_value_bytes`, `set_map_bytes` | BadArgument when the map is not available | request/response headers: refuse with `BadArgument` when a pairs read comes back empty (they always hold `:method` / `:status` while available); **trailers: unguarded**, write them only inside their callbacks |
+//! | `set_header`, `add_header`, `remove_header`, `set_header_map` | `*_map_value_bytes`, `set_map_bytes` | BadArgument when the map is not available | request/response headers: refuse with `BadArgument` when a pairs read comes back empty (they always hold `:method` / `:status` while available), a probe skipped for the map a handle from `in_headers_callback` owns; **trailers: unguarded**, write them only inside their callbacks |
 //! | `buffer` | `get_buffer` | BadArgument (only for start + max overflow) | `max` clipped so `start + max` cannot overflow |
 //! | `property` | `get_property` | none (SerializationFailure / InternalFailure come back as `Err`) | — |
 //! | `set_property` | `set_property` | NotFound in a root context (no stream) | **unavoidable**: call it only from HTTP-context callbacks |
@@ -39,14 +39,36 @@ use super::{
 /// Envoy fails `random_get` above this size.
 const MAX_RANDOM_CHUNK: usize = 64 * 1024;
 
-/// The proxy, reached through `proxy_wasm::hostcalls`. Stateless: create one wherever needed.
+/// The proxy, reached through `proxy_wasm::hostcalls`. Create one wherever needed.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProxyWasmHost;
+pub struct ProxyWasmHost {
+    /// A header map the current callback is known to have (its own map: request headers in
+    /// `on_http_request_headers`, response headers in `on_http_response_headers`), so writes to it
+    /// skip the availability probe (a full map read, ~6k wasm instructions per write).
+    available: Option<MapKind>,
+}
 
 impl ProxyWasmHost {
     /// A handle to the proxy.
     pub const fn new() -> Self {
-        Self
+        Self { available: None }
+    }
+
+    /// A handle for a header callback that owns `map` (Envoy guarantees the request headers in
+    /// `on_http_request_headers` and the response headers in `on_http_response_headers`). Use
+    /// only there: outside its callback a write to an unavailable map makes the SDK panic.
+    pub const fn in_headers_callback(map: MapKind) -> Self {
+        Self {
+            available: Some(map),
+        }
+    }
+
+    fn ensure_writable(&self, map: MapKind) -> HostResult<()> {
+        if self.available == Some(map) {
+            Ok(())
+        } else {
+            ensure_writable(map)
+        }
     }
 }
 
@@ -178,22 +200,22 @@ impl Host for ProxyWasmHost {
     }
 
     fn set_header(&self, map: MapKind, name: &str, value: &[u8]) -> HostResult<()> {
-        ensure_writable(map)?;
+        self.ensure_writable(map)?;
         hostcalls::set_map_value_bytes(map_type(map), name, Some(value)).map_err(host_error)
     }
 
     fn add_header(&self, map: MapKind, name: &str, value: &[u8]) -> HostResult<()> {
-        ensure_writable(map)?;
+        self.ensure_writable(map)?;
         hostcalls::add_map_value_bytes(map_type(map), name, value).map_err(host_error)
     }
 
     fn remove_header(&self, map: MapKind, name: &str) -> HostResult<()> {
-        ensure_writable(map)?;
+        self.ensure_writable(map)?;
         hostcalls::remove_map_value(map_type(map), name).map_err(host_error)
     }
 
     fn set_header_map(&self, map: MapKind, pairs: &[(String, Vec<u8>)]) -> HostResult<()> {
-        ensure_writable(map)?;
+        self.ensure_writable(map)?;
         hostcalls::set_map_bytes(map_type(map), byte_pairs(pairs)).map_err(host_error)
     }
 
