@@ -160,7 +160,7 @@ pub fn curl_examples(
                 example(
                     &mut out,
                     &format!(
-                        "route `{}`: weighted clusters ({}), picked by request id",
+                        "route `{}`: weighted clusters ({}): the picks follow the weights",
                         route.name,
                         split.join(" / ")
                     ),

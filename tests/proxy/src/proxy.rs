@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::envoy_config::{ClusterConfig, ProxyConfig, WasmFilterConfig};
 use crate::http::{self, Message, ServerRequest};
-use crate::routing::{RouteDecision, RouteTable, fnv1a};
+use crate::routing::{RouteDecision, RouteTable, weight_key_of};
 
 /// How to map envoy.yaml (written for docker compose) onto this machine.
 #[derive(Debug, Clone, Default)]
@@ -169,8 +169,14 @@ impl Proxy {
 
     fn weight_key(&self, headers: &HeaderMap) -> u64 {
         match headers.get("x-request-id") {
-            Some(id) => fnv1a(id.as_bytes()),
-            None => self.unkeyed_weight_counter.fetch_add(1, Ordering::Relaxed),
+            Some(id) => weight_key_of(id.as_bytes()),
+            // Envoy draws a random value per stream; a mixed counter spreads like one, but repeatably.
+            None => weight_key_of(
+                &self
+                    .unkeyed_weight_counter
+                    .fetch_add(1, Ordering::Relaxed)
+                    .to_le_bytes(),
+            ),
         }
     }
 

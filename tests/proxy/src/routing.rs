@@ -2,9 +2,10 @@
 //! first route whose path and header matchers all match.
 //!
 //! Weighted clusters: Envoy picks with a random per-stream value. The dev proxy picks
-//! deterministically instead, from the FNV-1a hash of the request's `x-request-id` when there is one
-//! (so a given id always lands on the same cluster) and from a per-process counter otherwise; over
-//! many ids the split follows the weights.
+//! deterministically instead, from a hash of the request's `x-request-id` when the client sent one
+//! (so a given id always lands on the same cluster) and from a hashed per-process counter
+//! otherwise; either way the split follows the weights over many requests. The route (and so the
+//! pick) is made from the headers before the filters run, as Envoy does.
 
 use std::time::Duration;
 
@@ -301,14 +302,18 @@ pub fn first_value<'a>(headers: &'a HeaderList, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// FNV-1a, 64 bit: the weighted-cluster key from a request id.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+/// The weighted-cluster key from a request id: FNV-1a (64 bit) followed by the splitmix64
+/// finalizer. FNV alone is not enough: its low bits depend only on the low bits of the input
+/// bytes, and hex ids vary little there, so `key % 100` sent every UUID to the same cluster.
+pub fn weight_key_of(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }
 
 #[cfg(test)]
@@ -381,6 +386,34 @@ mod tests {
             }
         }
         assert_eq!(v2, 200);
+    }
+
+    #[test]
+    fn request_ids_spread_over_the_weights() {
+        // UUID-shaped ids, as the trace-id filter generates them (deterministic here).
+        let table = table();
+        let mut v2 = 0;
+        for i in 0..2000_u64 {
+            let bits = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) as u128) << 64 | u128::from(i);
+            let hex = format!("{bits:032x}");
+            let id = format!(
+                "{}-{}-4{}-a{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[13..16],
+                &hex[17..20],
+                &hex[20..]
+            );
+            if target(&table.select(&request("/split/x", &[]), weight_key_of(id.as_bytes())))
+                == "echo-v2"
+            {
+                v2 += 1;
+            }
+        }
+        assert!(
+            (300..=500).contains(&v2),
+            "{v2} of 2000 went to the 20% cluster"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meshward_proxy::http::{self, Message};
-use meshward_proxy::routing::fnv1a;
+use meshward_proxy::routing::weight_key_of;
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -261,7 +261,7 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
     let mut counts = [0_u32; 2];
     for n in 0..30 {
         let id = format!("5b4c1a7e-0000-4000-8000-{n:012}");
-        let expected = if fnv1a(id.as_bytes()) % 100 < 80 {
+        let expected = if weight_key_of(id.as_bytes()) % 100 < 80 {
             "v1"
         } else {
             "v2"
@@ -278,6 +278,16 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
     assert!(
         counts[0] > 0 && counts[1] > 0,
         "both clusters picked: {counts:?}"
+    );
+    // Without a client id (what `make run`'s curl example sends) the split follows the weights too.
+    let mut generated = [0_u32; 2];
+    for _ in 0..60 {
+        let answer = json(&get(&listener, "/split/x", &[]));
+        generated[usize::from(answer["upstream"] == "v2")] += 1;
+    }
+    assert!(
+        generated[0] > 0 && generated[1] > 0,
+        "requests without an id reach both clusters: {generated:?}"
     );
 
     // direct_response, still through the response side of the filters.
