@@ -111,11 +111,8 @@ test-wasm: tools ## the core crate's tests on wasm32-unknown-unknown under Node 
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_BINDGEN_RUNNER) \
 	  $(CARGO) test --locked -p meshward-core --target wasm32-unknown-unknown
 
-# test-wasm is not yet part of `make test`: the wasm-bindgen test binary builds (86 tests) but has
-# not been run under Node on our machines yet (the runner's first compile did not finish in the
-# session that added it). It joins `test` once it has passed once (issue #2).
 .PHONY: test
-test: lint test-native ## every test that is known to build and pass (see CHECKED_PACKAGES)
+test: lint test-native test-wasm ## every test: lint, native + integration + e2e tests, core tests under Node
 	@echo "make test: all checks passed"
 
 .PHONY: ci
