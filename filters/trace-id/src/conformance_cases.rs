@@ -476,3 +476,51 @@ pub(crate) fn cases() -> Vec<Case<'static>> {
         },
     ]
 }
+
+/// What is wrong with the outgoing headers for `case` (empty when it passes): exactly one
+/// canonical version-00 `traceparent`, continued or new as the case says, and the `tracestate` it
+/// expects. The parsers are passed in because each includer reaches the filter's code its own way
+/// (`crate::` in unit tests, the library in integration tests).
+pub(crate) fn problems(
+    case: &Case<'_>,
+    traceparents: &[String],
+    tracestates: &[String],
+    canonical_v00: impl Fn(&str) -> Result<(), String>,
+    valid_tracestate: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    match traceparents {
+        [one] => {
+            let trace = one.get(3..35);
+            let parent = one.get(36..52);
+            if let Err(e) = canonical_v00(one) {
+                found.push(e);
+            } else {
+                match case.trace {
+                    Trace::Continued if trace != Some(TRACE) || parent == Some(PARENT) => found
+                        .push(format!(
+                            "expected the trace continued under a new parent, got {one}"
+                        )),
+                    Trace::New if trace == Some(TRACE) => {
+                        found.push(format!("expected a new trace, got {one}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        other => found.push(format!("expected one traceparent, got {other:?}")),
+    }
+    let state_ok = match (case.state, tracestates) {
+        (State::Absent, []) => true,
+        (State::Is(want), [got]) => got == want,
+        (State::AtMost(max), [got]) => got.len() <= max && valid_tracestate(got),
+        _ => false,
+    };
+    if !state_ok {
+        found.push(format!(
+            "tracestate: expected {:?}, got {tracestates:?}",
+            case.state
+        ));
+    }
+    found
+}

@@ -808,7 +808,7 @@ fn metrics_accumulate_with_bounded_tags() {
 /// continued or restarted as the case says, and the forwarded `tracestate` is as expected.
 #[test]
 fn w3c_conformance_table_through_the_wasm() {
-    use conformance_cases::{PARENT as CASE_PARENT, State, TRACE as CASE_TRACE, Trace, cases};
+    use conformance_cases::cases;
     use meshward_filter_trace_id::{traceparent, tracestate::TraceState};
 
     let shared = SharedState::new();
@@ -826,48 +826,20 @@ fn w3c_conformance_table_through_the_wasm() {
             failures.push(format!("{}: trap {:?}", case.spec, out.traps));
             continue;
         }
-        let tps = upstream(&out, "traceparent");
-        let problem = match tps.as_slice() {
-            [one] => {
-                let trace = one.get(3..35);
-                let parent = one.get(36..52);
-                match traceparent::parse(one.as_bytes()) {
-                    Err(e) => Some(format!("forwarded invalid traceparent {one}: {e}")),
-                    Ok(p) if p.needs_rewrite || !one.starts_with("00-") => {
-                        Some(format!("not canonical v00: {one}"))
-                    }
-                    Ok(_) => match case.trace {
-                        Trace::Continued
-                            if trace != Some(CASE_TRACE) || parent == Some(CASE_PARENT) =>
-                        {
-                            Some(format!(
-                                "expected the trace continued under a new parent, got {one}"
-                            ))
-                        }
-                        Trace::New if trace == Some(CASE_TRACE) => {
-                            Some(format!("expected a new trace, got {one}"))
-                        }
-                        _ => None,
-                    },
+        let found = conformance_cases::problems(
+            &case,
+            &upstream(&out, "traceparent"),
+            &upstream(&out, "tracestate"),
+            |tp| match traceparent::parse(tp.as_bytes()) {
+                Err(e) => Err(format!("forwarded invalid traceparent {tp}: {e}")),
+                Ok(p) if p.needs_rewrite || !tp.starts_with("00-") => {
+                    Err(format!("not canonical v00: {tp}"))
                 }
-            }
-            other => Some(format!("expected one traceparent, got {other:?}")),
-        };
-        let states = upstream(&out, "tracestate");
-        let state_problem = match (case.state, states.as_slice()) {
-            (State::Absent, []) => None,
-            (State::Is(want), [got]) if got == want => None,
-            (State::AtMost(max), [got])
-                if got.len() <= max
-                    && matches!(TraceState::parse_headers(&[got.as_bytes()]), Ok(Some(_))) =>
-            {
-                None
-            }
-            (want, got) => Some(format!("tracestate: expected {want:?}, got {got:?}")),
-        };
-        for p in [problem, state_problem].into_iter().flatten() {
-            failures.push(format!("{}: {p}", case.spec));
-        }
+                Ok(_) => Ok(()),
+            },
+            |ts| matches!(TraceState::parse_headers(&[ts.as_bytes()]), Ok(Some(_))),
+        );
+        failures.extend(found.into_iter().map(|p| format!("{}: {p}", case.spec)));
     }
     assert!(
         failures.is_empty(),
