@@ -524,3 +524,15 @@ pub(crate) fn problems(
     }
     found
 }
+
+/// The `canonical_v00` check for [`problems`], given what the filter's parser said of `tp`
+/// (`Ok(needs_rewrite)` or the parse error).
+pub(crate) fn canonical_v00(tp: &str, parsed: Result<bool, String>) -> Result<(), String> {
+    match parsed {
+        Err(e) => Err(format!("forwarded invalid traceparent {tp}: {e}")),
+        Ok(needs_rewrite) if needs_rewrite || !tp.starts_with("00-") => {
+            Err(format!("not canonical v00: {tp}"))
+        }
+        Ok(_) => Ok(()),
+    }
+}
