@@ -25,7 +25,61 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::chain::{CallReply, HttpOutcome, Request, Response};
+use crate::engine::{HostEngine, Module};
+use crate::shared::SharedState;
 use crate::types::{HeaderMap, HttpCallResponse, LocalReply, StreamInfo};
+
+/// What `pw-run` and `pw-bench` both start from.
+pub struct Inputs {
+    /// The compiled module.
+    pub module: Module,
+    /// Its name: the module file's stem (`dist/trace-id.wasm` → `trace-id`).
+    pub name: String,
+    /// The plugin configuration text (empty without a config file).
+    pub config: String,
+    /// The request file (or the tool's default request).
+    pub file: RequestFile,
+    /// Shared state with the request file's clusters registered.
+    pub shared: SharedState,
+}
+
+/// Reads the optional config and request files, compiles `module_path`, and prepares the
+/// shared state. `default_request` stands in for a missing request file.
+///
+/// # Errors
+///
+/// A file cannot be read, the request file is invalid, or the module does not load.
+pub fn load_inputs(
+    module_path: &str,
+    config: Option<&str>,
+    request: Option<&str>,
+    default_request: &str,
+) -> Result<Inputs, String> {
+    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("cannot read {p}: {e}"));
+    let config = config.map(read).transpose()?.unwrap_or_default();
+    let request_text = request
+        .map(read)
+        .transpose()?
+        .unwrap_or_else(|| default_request.to_owned());
+    let file = RequestFile::parse(&request_text)?;
+    let engine = HostEngine::global().map_err(|e| e.to_string())?;
+    let module = engine.load_file(module_path).map_err(|e| e.to_string())?;
+    let shared = SharedState::new();
+    if let Some(clusters) = &file.clusters {
+        shared.set_clusters(clusters.iter().cloned());
+    }
+    let name = std::path::Path::new(module_path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Inputs {
+        module,
+        name,
+        config,
+        file,
+        shared,
+    })
+}
 
 /// A parsed request file.
 #[derive(Clone, Debug, Default)]

@@ -14,8 +14,8 @@
 
 use std::process::ExitCode;
 
-use meshward_host::cli::RequestFile;
-use meshward_host::{CallReply, HostEngine, Plugin, PluginSpec, SharedState};
+use meshward_host::cli::{Inputs, load_inputs};
+use meshward_host::{CallReply, HostEngine, Plugin, PluginSpec};
 
 struct Args {
     module: String,
@@ -62,32 +62,20 @@ const DEFAULT_REQUEST: &str = r#"{
 }"#;
 
 fn run(args: &Args) -> Result<(), String> {
-    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("cannot read {p}: {e}"));
-    let config = args
-        .config
-        .as_deref()
-        .map(read)
-        .transpose()?
-        .unwrap_or_default();
-    let request_text = args
-        .request
-        .as_deref()
-        .map(read)
-        .transpose()?
-        .unwrap_or_else(|| DEFAULT_REQUEST.to_owned());
-    let file = RequestFile::parse(&request_text)?;
+    let Inputs {
+        module,
+        name: stem,
+        config,
+        file,
+        shared,
+    } = load_inputs(
+        &args.module,
+        args.config.as_deref(),
+        args.request.as_deref(),
+        DEFAULT_REQUEST,
+    )?;
     let engine = HostEngine::global().map_err(|e| e.to_string())?;
-    let module = engine.load_file(&args.module).map_err(|e| e.to_string())?;
-    let shared = SharedState::new();
-    if let Some(clusters) = &file.clusters {
-        shared.set_clusters(clusters.iter().cloned());
-    }
-    let name = args.name.clone().unwrap_or_else(|| {
-        std::path::Path::new(&args.module)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
+    let name = args.name.clone().unwrap_or(stem);
     let spec = PluginSpec::new(name.clone(), "")
         .with_configuration(config)
         .with_workers(args.workers);

@@ -12,10 +12,8 @@
 
 use std::process::ExitCode;
 
-use meshward_host::cli::{RequestFile, outcome_json};
-use meshward_host::{
-    CallReply, FailPolicy, HostEngine, LoadError, Plugin, PluginSpec, SharedState,
-};
+use meshward_host::cli::{Inputs, load_inputs, outcome_json};
+use meshward_host::{CallReply, FailPolicy, HostEngine, LoadError, Plugin, PluginSpec};
 
 struct Args {
     module: String,
@@ -62,34 +60,20 @@ fn parse_args() -> Option<Args> {
     (!parsed.module.is_empty()).then_some(parsed)
 }
 
-fn read(path: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
-}
-
 fn run(args: &Args) -> Result<ExitCode, String> {
-    let config = args
-        .config
-        .as_deref()
-        .map(read)
-        .transpose()?
-        .unwrap_or_default();
-    let request_text = args
-        .request
-        .as_deref()
-        .map(read)
-        .transpose()?
-        .unwrap_or_default();
-    let file = RequestFile::parse(&request_text)?;
+    let Inputs {
+        module,
+        name,
+        config,
+        file,
+        shared,
+    } = load_inputs(
+        &args.module,
+        args.config.as_deref(),
+        args.request.as_deref(),
+        "",
+    )?;
     let engine = HostEngine::global().map_err(|e| e.to_string())?;
-    let module = engine.load_file(&args.module).map_err(|e| e.to_string())?;
-    let shared = SharedState::new();
-    if let Some(clusters) = &file.clusters {
-        shared.set_clusters(clusters.iter().cloned());
-    }
-    let name = std::path::Path::new(&args.module)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let spec = PluginSpec {
         vm_id: args.vm_id.clone(),
         fail_policy: if args.fail_open {
