@@ -12,10 +12,7 @@
 //! let Some(config) = read_plugin_config::<RawConfig, Config>(&host) else { return false };
 //!
 //! // in an HTTP callback, for an error the filter cannot handle itself:
-//! match on_error(config.failure_mode, &err) {
-//!     FailureAction::Continue => Action::Continue,
-//!     FailureAction::Respond(reply) => { let _ = host.send_local_response(&reply); Action::Pause }
-//! }
+//! let action = on_error(&host, config.failure_mode, "meshward_trace_id_error", &err);
 //! ```
 //!
 //! Everything except [`install`] and its helpers is host-agnostic and unit-tested against
@@ -23,7 +20,8 @@
 //! SDK's own logger, and `log` accepts only one.
 
 use crate::config::{ConfigError, parse_config};
-use crate::host::{BufferKind, Host, LocalResponse, LogLevel};
+use crate::effects::Action;
+use crate::host::{BufferKind, Host, LocalReply, LogLevel};
 use crate::json::{Field, FromJson};
 
 /// What a filter does when it cannot do its job (host failure, exhausted shared-data retries,
@@ -44,44 +42,42 @@ impl FromJson for FailureMode {
     }
 }
 
-/// The action a failure turns into.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailureAction {
-    /// Let the request continue.
-    Continue,
-    /// Send this local reply instead.
-    Respond(LocalResponse),
-}
-
 /// The header naming the filter that failed a request (value: the filter name, never the error
 /// text, which may hold internals).
 pub const ERROR_HEADER: &str = "x-meshward-error";
 
-/// Turns a filter error into `mode`'s action and logs it (warn for allow, error for deny) with
-/// the `log` crate. Deny → local 503 with `details` `meshward_<filter>_error` and an
-/// [`ERROR_HEADER`] naming the filter; allow → continue.
-pub fn on_error(mode: FailureMode, error: &dyn std::fmt::Display) -> FailureAction {
-    let filter = crate::log::filter_name();
+/// Carries out `mode` for a request the filter cannot handle (host failure, exhausted retries,
+/// unreachable backend…) and logs why with the `log` crate: `Allow` logs a warning and
+/// continues; `Deny` logs an error and replies 503 with `details` (e.g.
+/// `meshward_rate_limit_error`, shown in access logs) and an [`ERROR_HEADER`] naming the filter.
+pub fn on_error(
+    host: &(impl Host + ?Sized),
+    mode: FailureMode,
+    details: &'static str,
+    error: &dyn std::fmt::Display,
+) -> Action {
     match mode {
         FailureMode::Allow => {
             ::log::warn!("failing open: {error}");
-            FailureAction::Continue
+            Action::Continue
         }
         FailureMode::Deny => {
             ::log::error!("failing closed with 503: {error}");
-            FailureAction::Respond(failure_response(filter))
+            let headers = [(ERROR_HEADER, crate::log::filter_name().as_bytes())];
+            let reply = LocalReply {
+                status: 503,
+                headers: &headers,
+                details,
+                ..LocalReply::default()
+            };
+            match host.send_local_response(&reply) {
+                Ok(()) => Action::Pause,
+                Err(error) => {
+                    ::log::error!("cannot send the failure reply: {error}");
+                    Action::Continue
+                }
+            }
         }
-    }
-}
-
-/// The 503 a failing filter `filter` sends under [`FailureMode::Deny`].
-pub fn failure_response(filter: &str) -> LocalResponse {
-    LocalResponse {
-        status: 503,
-        headers: vec![(ERROR_HEADER.to_owned(), filter.as_bytes().to_vec())],
-        body: Vec::new(),
-        details: format!("meshward_{filter}_error"),
-        grpc_status: None,
     }
 }
 
@@ -277,27 +273,28 @@ mod tests {
     }
 
     #[test]
-    fn deny_turns_an_error_into_a_503_naming_the_filter() {
+    fn deny_replies_503_naming_the_filter_with_details() {
         crate::log::set_filter_name("rate_limit");
-        let action = on_error(FailureMode::Deny, &HostError::CasMismatch);
-        let FailureAction::Respond(reply) = action else {
-            panic!("expected a local reply, got {action:?}");
-        };
+        let host = MockHost::new();
+        let action = on_error(&host, FailureMode::Deny, "meshward_rate_limit_error", &HostError::CasMismatch);
+        assert_eq!(action, Action::Pause);
+        let reply = host.local_response().unwrap();
         assert_eq!(reply.status, 503);
         assert_eq!(reply.details, "meshward_rate_limit_error");
         assert_eq!(
             reply.headers,
             [(ERROR_HEADER.to_owned(), b"rate_limit".to_vec())]
         );
-        assert!(!reply.details.contains(char::is_whitespace));
     }
 
     #[test]
     fn allow_continues() {
+        let host = MockHost::new();
         assert_eq!(
-            on_error(FailureMode::Allow, &"backend down"),
-            FailureAction::Continue
+            on_error(&host, FailureMode::Allow, "x", &"backend down"),
+            Action::Continue
         );
+        assert!(host.local_response().is_none());
         assert_eq!(FailureMode::default(), FailureMode::Deny);
     }
 

@@ -13,7 +13,10 @@
 //!   new token from one counter that starts at 1 and skips 0;
 //! - metrics: ids are `n * 4 + kind`, re-defining a name returns a new id bound to the same value,
 //!   counter increments must be `> 0`, `record` on a counter adds, histograms cannot be read;
-//! - `http_call` requires `:method`, `:path` and `:authority`.
+//! - `http_call` requires `:method`, `:path` and `:authority`;
+//! - `request.headers.<name>` (and `response.headers.<name>`) properties read the current map,
+//!   every value joined by `,` (Envoy's CEL view), unless a test set that property itself;
+//! - shared queues: ids are non-zero, dequeuing an empty queue reads `None`.
 //!
 //! Failures are injected per hostcall with [`MockHost::fail_next`] / [`MockHost::fail_always`]
 //! (e.g. three `CasMismatch` on `set_shared_data` to exercise a retry loop).
@@ -22,8 +25,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::{
-    BufferKind, GrpcCallout, HeaderPairs, Host, HostError, HostResult, HttpCallout, LocalResponse,
-    LogLevel, MapKind, MetricKind, Nanos, SharedValue,
+    BufferKind, GrpcCall, GrpcCallout, HeaderMap, HeaderPairs, Host, HostError, HostResult,
+    HttpCall, HttpCallout, LocalReply, LocalResponse, LogLevel, MapKind, MetricKind, Nanos,
+    PropertyPath, SharedValue, StreamKind,
 };
 
 /// Names one [`Host`] method, to inject failures into it.
@@ -57,14 +61,28 @@ pub enum Hostcall {
     FillRandom,
     /// [`Host::send_local_response`].
     SendLocalResponse,
-    /// [`Host::resume_request`].
-    ResumeRequest,
-    /// [`Host::resume_response`].
-    ResumeResponse,
+    /// [`Host::continue_stream`].
+    ContinueStream,
+    /// [`Host::close_stream`].
+    CloseStream,
+    /// [`Host::set_effective_context`].
+    SetEffectiveContext,
+    /// [`Host::set_tick_period`].
+    SetTickPeriod,
+    /// [`Host::register_queue`], [`Host::resolve_queue`].
+    Queue,
+    /// [`Host::enqueue`].
+    Enqueue,
+    /// [`Host::dequeue`].
+    Dequeue,
     /// [`Host::http_call`].
     HttpCall,
     /// [`Host::grpc_call`].
     GrpcCall,
+    /// [`Host::grpc_cancel`], [`Host::grpc_close`].
+    GrpcCancel,
+    /// [`Host::call_status`].
+    CallStatus,
     /// [`Host::call_foreign_function`].
     CallForeignFunction,
     /// [`Host::define_metric`].
@@ -142,6 +160,12 @@ struct State {
     local_responses: Vec<LocalResponse>,
     resumed_requests: usize,
     resumed_responses: usize,
+    closed_streams: Vec<StreamKind>,
+    effective_contexts: Vec<u32>,
+    tick_period: u32,
+    queues: BTreeMap<String, (u32, VecDeque<Vec<u8>>)>,
+    call_status: (u32, Option<Vec<u8>>),
+    cancelled_calls: Vec<u32>,
     http_calls: Vec<HttpCallout>,
     grpc_calls: Vec<GrpcCallout>,
     callouts_made: u32,
@@ -173,6 +197,12 @@ impl Default for State {
             local_responses: Vec::new(),
             resumed_requests: 0,
             resumed_responses: 0,
+            closed_streams: Vec::new(),
+            effective_contexts: Vec::new(),
+            tick_period: 0,
+            queues: BTreeMap::new(),
+            call_status: (0, None),
+            cancelled_calls: Vec::new(),
             http_calls: Vec::new(),
             grpc_calls: Vec::new(),
             callouts_made: 0,
@@ -245,6 +275,23 @@ fn is_read_only(map: MapKind) -> bool {
 
 fn path_key(path: &[&str]) -> Vec<String> {
     path.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn property_key(path: &PropertyPath) -> Vec<String> {
+    path.segments()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Envoy's `request.headers.<name>`: every value of the header joined by `,`.
+fn joined_header(pairs: Option<&HeaderPairs>, name: &str) -> Option<Vec<u8>> {
+    let mut values = pairs?.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+    let mut joined = values.next()?.clone();
+    for value in values {
+        joined.push(b',');
+        joined.extend_from_slice(value);
+    }
+    Some(joined)
 }
 
 /// An in-memory proxy for unit tests; see the [module docs](self).
@@ -415,6 +462,11 @@ impl MockHost {
         self.state.borrow_mut().write_shared(key, value.as_ref());
     }
 
+    /// Sets what [`Host::call_status`] reports (the callout being delivered).
+    pub fn set_call_status(&self, code: u32, message: Option<&[u8]>) {
+        self.state.borrow_mut().call_status = (code, message.map(<[u8]>::to_vec));
+    }
+
     /// Replaces a whole header map (names lower-cased), e.g. to move on to the response phase.
     pub fn put_header_map(&self, map: MapKind, pairs: HeaderPairs) {
         let pairs = pairs.into_iter().map(|(k, v)| (lower(&k), v)).collect();
@@ -432,6 +484,9 @@ impl MockHost {
         state.properties_set.clear();
         state.resumed_requests = 0;
         state.resumed_responses = 0;
+        state.closed_streams.clear();
+        state.effective_contexts.clear();
+        state.cancelled_calls.clear();
     }
 
     // === inspectors ===
@@ -508,6 +563,36 @@ impl MockHost {
     /// How many times the response was resumed.
     pub fn resumed_responses(&self) -> usize {
         self.state.borrow().resumed_responses
+    }
+
+    /// Every stream direction closed, in order.
+    pub fn closed_streams(&self) -> Vec<StreamKind> {
+        self.state.borrow().closed_streams.clone()
+    }
+
+    /// Every context made effective, in order.
+    pub fn effective_contexts(&self) -> Vec<u32> {
+        self.state.borrow().effective_contexts.clone()
+    }
+
+    /// The current tick period in milliseconds (0: disarmed).
+    pub fn tick_period(&self) -> u32 {
+        self.state.borrow().tick_period
+    }
+
+    /// The items waiting in a queue, oldest first.
+    pub fn queue_items(&self, name: &str) -> Vec<Vec<u8>> {
+        self.state
+            .borrow()
+            .queues
+            .get(name)
+            .map(|(_, items)| items.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every gRPC token cancelled or closed, in order.
+    pub fn cancelled_calls(&self) -> Vec<u32> {
+        self.state.borrow().cancelled_calls.clone()
     }
 
     /// Every HTTP call made, in order.
@@ -601,10 +686,13 @@ impl MockHost {
 // === impl Host ===
 
 impl Host for MockHost {
-    fn header_map(&self, map: MapKind) -> HostResult<HeaderPairs> {
+    fn header_map(&self, map: MapKind) -> HostResult<HeaderMap> {
         let mut state = self.state.borrow_mut();
         state.injected(Hostcall::HeaderMap)?;
-        Ok(state.maps.get(&map).cloned().unwrap_or_default())
+        let pairs = state.maps.get(&map).map(Vec::as_slice).unwrap_or_default();
+        Ok(HeaderMap::from_pairs(
+            pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())),
+        ))
     }
 
     fn header(&self, map: MapKind, name: &str) -> HostResult<Option<Vec<u8>>> {
@@ -671,13 +759,13 @@ impl Host for MockHost {
         Ok(())
     }
 
-    fn set_header_map(&self, map: MapKind, pairs: &[(String, Vec<u8>)]) -> HostResult<()> {
+    fn set_header_map(&self, map: MapKind, pairs: &[(&str, &[u8])]) -> HostResult<()> {
         let mut state = self.state.borrow_mut();
         state.injected(Hostcall::SetHeaderMap)?;
         if is_read_only(map) {
             return Err(HostError::BadArgument);
         }
-        let pairs = pairs.iter().map(|(k, v)| (lower(k), v.clone())).collect();
+        let pairs = pairs.iter().map(|(k, v)| (lower(k), v.to_vec())).collect();
         state.maps.insert(map, pairs);
         Ok(())
     }
@@ -695,20 +783,29 @@ impl Host for MockHost {
             .map(<[u8]>::to_vec))
     }
 
-    fn property(&self, path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    fn property(&self, path: &PropertyPath) -> HostResult<Option<Vec<u8>>> {
         let mut state = self.state.borrow_mut();
         state.injected(Hostcall::Property)?;
-        Ok(state
-            .properties
-            .get(&path_key(path))
-            .filter(|v| !v.is_empty())
-            .cloned())
+        let key = property_key(path);
+        let value = match (state.properties.get(&key), key.as_slice()) {
+            (Some(value), _) => Some(value.clone()),
+            (None, [top, headers, name]) if headers == "headers" => {
+                let map = match top.as_str() {
+                    "request" => MapKind::RequestHeaders,
+                    "response" => MapKind::ResponseHeaders,
+                    _ => return Ok(None),
+                };
+                joined_header(state.maps.get(&map), &lower(name))
+            }
+            (None, _) => None,
+        };
+        Ok(value.filter(|v| !v.is_empty()))
     }
 
-    fn set_property(&self, path: &[&str], value: &[u8]) -> HostResult<()> {
+    fn set_property(&self, path: &PropertyPath, value: &[u8]) -> HostResult<()> {
         let mut state = self.state.borrow_mut();
         state.injected(Hostcall::SetProperty)?;
-        let key = path_key(path);
+        let key = property_key(path);
         state.properties.insert(key.clone(), value.to_vec());
         state.properties_set.push((key, value.to_vec()));
         Ok(())
@@ -752,28 +849,85 @@ impl Host for MockHost {
         Ok(())
     }
 
-    fn send_local_response(&self, response: &LocalResponse) -> HostResult<()> {
+    fn register_queue(&self, name: &str) -> HostResult<u32> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::Queue)?;
+        let next = u32::try_from(state.queues.len() + 1).map_err(|_| HostError::InternalFailure)?;
+        Ok(state
+            .queues
+            .entry(name.to_owned())
+            .or_insert_with(|| (next, VecDeque::new()))
+            .0)
+    }
+
+    fn resolve_queue(&self, _vm_id: &str, name: &str) -> HostResult<Option<u32>> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::Queue)?;
+        Ok(state.queues.get(name).map(|(id, _)| *id))
+    }
+
+    fn enqueue(&self, queue: u32, value: &[u8]) -> HostResult<()> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::Enqueue)?;
+        let (_, items) = state
+            .queues
+            .values_mut()
+            .find(|(id, _)| *id == queue)
+            .ok_or(HostError::NotFound)?;
+        items.push_back(value.to_vec());
+        Ok(())
+    }
+
+    fn dequeue(&self, queue: u32) -> HostResult<Option<Vec<u8>>> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::Dequeue)?;
+        let (_, items) = state
+            .queues
+            .values_mut()
+            .find(|(id, _)| *id == queue)
+            .ok_or(HostError::NotFound)?;
+        Ok(items.pop_front())
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> HostResult<()> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::SetEffectiveContext)?;
+        state.effective_contexts.push(context_id);
+        Ok(())
+    }
+
+    fn set_tick_period(&self, millis: u32) -> HostResult<()> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::SetTickPeriod)?;
+        state.tick_period = millis;
+        Ok(())
+    }
+
+    fn send_local_response(&self, reply: &LocalReply<'_>) -> HostResult<()> {
         let mut state = self.state.borrow_mut();
         state.injected(Hostcall::SendLocalResponse)?;
-        state.local_responses.push(response.clone());
+        state.local_responses.push(LocalResponse::from(reply));
         Ok(())
     }
 
-    fn resume_request(&self) -> HostResult<()> {
+    fn continue_stream(&self, stream: StreamKind) -> HostResult<()> {
         let mut state = self.state.borrow_mut();
-        state.injected(Hostcall::ResumeRequest)?;
-        state.resumed_requests += 1;
+        state.injected(Hostcall::ContinueStream)?;
+        match stream {
+            StreamKind::Request => state.resumed_requests += 1,
+            StreamKind::Response => state.resumed_responses += 1,
+        }
         Ok(())
     }
 
-    fn resume_response(&self) -> HostResult<()> {
+    fn close_stream(&self, stream: StreamKind) -> HostResult<()> {
         let mut state = self.state.borrow_mut();
-        state.injected(Hostcall::ResumeResponse)?;
-        state.resumed_responses += 1;
+        state.injected(Hostcall::CloseStream)?;
+        state.closed_streams.push(stream);
         Ok(())
     }
 
-    fn http_call(&self, call: &HttpCallout) -> HostResult<u32> {
+    fn http_call(&self, call: &HttpCall<'_>) -> HostResult<u32> {
         let mut state = self.state.borrow_mut();
         state.injected(Hostcall::HttpCall)?;
         let has = |name: &str| call.headers.iter().any(|(k, _)| lower(k) == name);
@@ -781,19 +935,36 @@ impl Host for MockHost {
             return Err(HostError::BadArgument);
         }
         state.callouts_made += 1;
-        state.http_calls.push(call.clone());
+        state.http_calls.push(HttpCallout::from(call));
         Ok(state.callouts_made * 4)
     }
 
-    fn grpc_call(&self, call: &GrpcCallout) -> HostResult<u32> {
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> HostResult<u32> {
         let mut state = self.state.borrow_mut();
         state.injected(Hostcall::GrpcCall)?;
         if call.cluster.is_empty() || call.service.is_empty() || call.method.is_empty() {
             return Err(HostError::BadArgument);
         }
         state.callouts_made += 1;
-        state.grpc_calls.push(call.clone());
+        state.grpc_calls.push(GrpcCallout::from(call));
         Ok(state.callouts_made * 4 + 1)
+    }
+
+    fn grpc_cancel(&self, token: u32) -> HostResult<()> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::GrpcCancel)?;
+        state.cancelled_calls.push(token);
+        Ok(())
+    }
+
+    fn grpc_close(&self, token: u32) -> HostResult<()> {
+        self.grpc_cancel(token)
+    }
+
+    fn call_status(&self) -> HostResult<(u32, Option<Vec<u8>>)> {
+        let mut state = self.state.borrow_mut();
+        state.injected(Hostcall::CallStatus)?;
+        Ok(state.call_status.clone())
     }
 
     fn call_foreign_function(&self, name: &str, args: &[u8]) -> HostResult<Option<Vec<u8>>> {
@@ -956,7 +1127,11 @@ mod tests {
         let host = MockHost::new()
             .with_property(&["request", "id"], "")
             .with_plugin_config("");
-        assert_eq!(host.property(&["request", "id"]).unwrap(), None);
+        assert_eq!(
+            host.property(&PropertyPath::new(&["request", "id"]))
+                .unwrap(),
+            None
+        );
         assert_eq!(
             host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX)
                 .unwrap(),
@@ -979,11 +1154,9 @@ mod tests {
     #[test]
     fn set_property_is_readable_and_recorded() {
         let host = MockHost::new();
-        host.set_property(&["meshward_request_id"], b"abc").unwrap();
-        assert_eq!(
-            host.property(&["meshward_request_id"]).unwrap().as_deref(),
-            Some(&b"abc"[..])
-        );
+        let path = PropertyPath::from_static("meshward_request_id");
+        host.set_property(&path, b"abc").unwrap();
+        assert_eq!(host.property(&path).unwrap().as_deref(), Some(&b"abc"[..]));
         assert_eq!(host.properties_set().len(), 1);
     }
 
@@ -1098,18 +1271,47 @@ mod tests {
     #[test]
     fn http_call_needs_pseudo_headers() {
         let host = MockHost::new();
-        let mut call = HttpCallout {
-            cluster: "jwks".to_owned(),
-            headers: vec![(":method".to_owned(), b"GET".to_vec())],
-            ..HttpCallout::default()
+        let partial: [(&str, &[u8]); 1] = [(":method", b"GET")];
+        let call = HttpCall {
+            cluster: "jwks",
+            headers: &partial,
+            ..HttpCall::default()
         };
         assert_eq!(host.http_call(&call), Err(HostError::BadArgument));
-        call.headers.push((":path".to_owned(), b"/keys".to_vec()));
-        call.headers
-            .push((":authority".to_owned(), b"idp".to_vec()));
+        let full: [(&str, &[u8]); 3] = [(":method", b"GET"), (":path", b"/keys"), (":authority", b"idp")];
+        let call = HttpCall {
+            headers: &full,
+            ..call
+        };
         let token = host.http_call(&call).unwrap();
         assert_ne!(token, 0);
-        assert_eq!(host.http_calls(), [call]);
+        assert_eq!(host.http_calls(), [HttpCallout::from(&call)]);
+    }
+
+    #[test]
+    fn request_header_properties_join_every_value_like_envoy() {
+        let host = MockHost::new()
+            .with_request_header("X-Dup", "a")
+            .with_request_header("x-dup", "b");
+        let read = |path: &'static str| host.property(&PropertyPath::from_static(path)).unwrap();
+        assert_eq!(read("request\0headers\0x-dup").as_deref(), Some(&b"a,b"[..]));
+        assert_eq!(read("request\0headers\0absent"), None);
+    }
+
+    #[test]
+    fn queues_keep_order_and_read_empty_as_none() {
+        let host = MockHost::new();
+        let id = host.register_queue("q").unwrap();
+        assert_ne!(id, 0);
+        assert_eq!(host.register_queue("q").unwrap(), id);
+        assert_eq!(host.resolve_queue("", "q").unwrap(), Some(id));
+        assert_eq!(host.resolve_queue("", "other").unwrap(), None);
+        host.enqueue(id, b"1").unwrap();
+        host.enqueue(id, b"2").unwrap();
+        assert_eq!(host.dequeue(id).unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(host.dequeue(id).unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(host.dequeue(id).unwrap(), None);
+        assert_eq!(host.enqueue(99, b"x"), Err(HostError::NotFound));
     }
 
     #[test]
@@ -1129,9 +1331,10 @@ mod tests {
     #[test]
     fn local_responses_and_logs_are_recorded() {
         let host = MockHost::new();
-        host.send_local_response(&LocalResponse {
+        host.send_local_response(&LocalReply {
             status: 503,
-            ..LocalResponse::default()
+            details: "why",
+            ..LocalReply::default()
         })
         .unwrap();
         host.log(LogLevel::Warn, "w");
