@@ -76,6 +76,32 @@ fn random_flag_is_preserved_when_the_trace_id_is_kept() {
     );
 }
 
+#[test]
+fn duplicate_keys_are_counted_and_forwarded_per_mode() {
+    use crate::logic::{Outcome, StateAction};
+    let input = headers(&[
+        ("traceparent", format!("00-{TRACE}-{PARENT}-01").as_bytes()),
+        ("tracestate", b"foo=1,bar=2,foo=3"),
+    ]);
+    // `hop`: the left-most entry is kept (§3.5 "vendors MAY also discard duplicate keys").
+    let decision = decide(&Config::default(), &input, None, &mut counter());
+    assert_eq!(
+        decision.state_outcome,
+        Some(Outcome {
+            action: StateAction::Kept,
+            reason: "deduplicated"
+        })
+    );
+    let out = apply(input.clone(), &decision.header_ops);
+    assert_eq!(get(&out, "tracestate"), ["foo=1,bar=2"]);
+    // `passthrough`: the parent is unchanged, so tracestate MUST NOT change (§3.4).
+    let passthrough =
+        crate::config::parse(br#"{"traceContext": {"mode": "passthrough"}}"#).unwrap();
+    let decision = decide(&passthrough, &input, None, &mut counter());
+    let out = apply(input, &decision.header_ops);
+    assert_eq!(get(&out, "tracestate"), ["foo=1,bar=2,foo=3"]);
+}
+
 fn configs() -> Vec<Config> {
     [
         "{}",

@@ -75,22 +75,52 @@ pub(crate) fn cases() -> Vec<Case<'static>> {
     use State::{Absent, AtMost, Is};
     use Trace::{Continued, New};
     let long_key_ok = format!("{}=1", "z".repeat(256));
+    let long_key_at = format!("{}@=1", "z".repeat(255));
     let long_key_bad = format!("{}=1", "z".repeat(257));
-    let tenant_ok = format!("{}@{}=1", "t".repeat(241), "v".repeat(14));
-    let tenant_bad = format!("{}@v=1", "t".repeat(242));
-    let system_bad = format!("t@{}=1", "v".repeat(15));
+    let level1_tenant_system = format!("{}@{}=1", "t".repeat(241), "v".repeat(14));
+    let level1_tenant_too_long = format!("{}@v=1", "t".repeat(242));
+    let level1_system_too_long = format!("t@{}=1", "v".repeat(15));
+    let every_key_char = "abcdefghijklmnopqrstuvwxyz0123456789_-*/@=1";
+    let every_value_char = format!(
+        "foo={}",
+        (0x20_u8..=0x7e)
+            .filter(|b| *b != b',' && *b != b'=')
+            .map(char::from)
+            .collect::<String>()
+    );
     let value_ok = format!("foo={}", "v".repeat(256));
     let value_bad = format!("foo={}", "v".repeat(257));
-    let members = |n: usize| {
+    let member_list = |n: usize| {
         (1..=n)
             .map(|i| format!("bar{i:02}={i:02}"))
             .collect::<Vec<_>>()
-            .join(",")
     };
-    let big = (1..=32)
+    let members = |n: usize| member_list(n).join(",");
+    // Over four header fields: 10 + 10 + 10 + the rest.
+    let member_fields = |n: usize| {
+        member_list(n)
+            .chunks(10)
+            .map(|chunk| ts(&chunk.join(",")))
+            .collect::<Vec<_>>()
+    };
+    // 32 entries of 26 characters: 19 of them make exactly 512 (19 × 26 + 18 commas).
+    let big_list = (1..=32)
         .map(|i| format!("key{i:02}={}", "x".repeat(20)))
+        .collect::<Vec<_>>();
+    let big = big_list.join(",");
+    // 20-character entries after one of 204: 624 in all, 419 without the large one.
+    let large = format!("big={}", "x".repeat(200));
+    let small = (1..=20)
+        .map(|i| format!("k{i:02}={}", "v".repeat(16)))
         .collect::<Vec<_>>()
         .join(",");
+    // An entry of exactly 128 characters is not "larger than 128": 25 entries of 14 fit after it
+    // (128 + 25 × 15 = 503), the 26th does not.
+    let edge = format!("edge={}", "x".repeat(123));
+    let short_list = (1..=30)
+        .map(|i| format!("k{i:02}={}", "v".repeat(10)))
+        .collect::<Vec<_>>();
+    let wide = |name: &str| format!("{name}={}", "x".repeat(200));
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     vec![
         // --- traceparent (§3.2) ---
@@ -331,139 +361,299 @@ pub(crate) fn cases() -> Vec<Case<'static>> {
             vec![tp(&format!("00- {TRACE}-{PARENT}-01"))],
             New,
         ),
-        // --- tracestate (§3.3) ---
+        // --- tracestate (§3.3; Level 2 section numbers) ---
         state_case(
-            "§3.3.1 single member is forwarded",
+            "§3.3.2 single member is forwarded",
             vec![ts("foo=1")],
             Is("foo=1"),
         ),
+        // Multiple header fields (§3.3.2, RFC 9110 §5.3).
         state_case(
-            "§3.3.1.1 multiple headers are combined in order",
+            "§3.3.2 multiple header fields are combined in order",
             vec![ts("foo=1"), ts("bar=2")],
             Is("foo=1,bar=2"),
         ),
         state_case(
-            "§3.3.1.1 empty header with a member",
+            "§3.3.2 three header fields with several members each are combined in order",
+            vec![ts("foo=1,bar=2"), ts("rojo=1,congo=2"), ts("baz=3")],
+            Is("foo=1,bar=2,rojo=1,congo=2,baz=3"),
+        ),
+        state_case(
+            "§3.3.2 empty header field with a member",
             vec![ts(""), ts("foo=1")],
             Is("foo=1"),
         ),
         state_case(
-            "§3.3.1.1 member with an empty header",
+            "§3.3.2 member with an empty header field",
             vec![ts("foo=1"), ts("")],
             Is("foo=1"),
         ),
         state_case(
-            "§3.3.1.1 only empty headers are not sent on",
+            "§3.3.2 empty header field between members",
+            vec![ts("foo=1"), ts(""), ts("bar=2")],
+            Is("foo=1,bar=2"),
+        ),
+        state_case(
+            "§3.3.2 only empty header fields are not sent on",
             vec![ts(""), ts("")],
             Absent,
         ),
         state_case(
-            "§3.3.1.1 OWS around members is dropped",
+            "§3.3.2 a whitespace-only header field is not sent on",
+            vec![ts(" \t ")],
+            Absent,
+        ),
+        // Empty list members and OWS (§3.3.2).
+        state_case(
+            "§3.3.2 empty list members are skipped",
+            vec![ts("foo=1,,bar=2")],
+            Is("foo=1,bar=2"),
+        ),
+        state_case(
+            "§3.3.2 whitespace-only list members are skipped",
+            vec![ts(", \t ,foo=1, ,")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.3.2 OWS around members is dropped",
             vec![ts("foo=1 \t , \t bar=2, \t baz=3")],
             Is("foo=1,bar=2,baz=3"),
         ),
         state_case(
-            "§3.3.1.4 duplicated key discards the list",
-            vec![ts("foo=1,foo=1")],
-            Absent,
+            "§3.3.2 tabs around members are dropped",
+            vec![ts("foo=1\t \t,\t \tbar=2,\t \tbaz=3")],
+            Is("foo=1,bar=2,baz=3"),
         ),
         state_case(
-            "§3.3.1.4 duplicated key across headers",
-            vec![ts("foo=1"), ts("foo=2")],
-            Absent,
+            "§3.3.2.2.2 leading spaces are part of the value, trailing ones are OWS",
+            vec![ts("foo=  1  ,bar=2")],
+            Is("foo=  1,bar=2"),
         ),
-        state_case("§3.3.1.3.1 space in key", vec![ts("foo =1")], Absent),
-        state_case("§3.3.1.3.1 upper-case key", vec![ts("FOO=1")], Absent),
+        // Keys (§3.3.2.2.1, Level 2 grammar).
         state_case(
-            "§3.3.1.3.1 illegal char in key",
-            vec![ts("foo.bar=1")],
-            Absent,
-        ),
-        state_case(
-            "§3.3.1.3.1 key starting with @",
-            vec![ts("@foo=1,bar=2")],
-            Absent,
+            "§3.3.2.2.1 every key character",
+            vec![ts(every_key_char)],
+            Is(every_key_char),
         ),
         state_case(
-            "§3.3.1.3.1 key ending with @",
+            "§3.3.2.2.1 keys may start with a digit",
+            vec![ts("1foo=1,0=2,9@=3")],
+            Is("1foo=1,0=2,9@=3"),
+        ),
+        state_case(
+            "§3.3.2.2.1 '@' at the end of a key",
             vec![ts("foo@=1,bar=2")],
-            Absent,
+            Is("foo@=1,bar=2"),
         ),
         state_case(
-            "§3.3.1.3.1 key with @@",
+            "§3.3.2.2.1 '@@' inside a key",
             vec![ts("foo@@bar=1,bar=2")],
-            Absent,
+            Is("foo@@bar=1,bar=2"),
         ),
         state_case(
-            "§3.3.1.3.1 key with two @",
+            "§3.3.2.2.1 two '@' in a key",
             vec![ts("foo@bar@baz=1,bar=2")],
-            Absent,
+            Is("foo@bar@baz=1,bar=2"),
         ),
         state_case(
-            "§3.3.1.3.1 key of 256 chars",
+            "§3.3.2.2.1 Level 1 tenant@system key at its limits",
+            vec![ts("foo=1"), ts(&level1_tenant_system)],
+            Is(leak(format!("foo=1,{level1_tenant_system}"))),
+        ),
+        state_case(
+            "§3.3.2.2.1 no Level 1 limit before '@' (242 chars)",
+            vec![ts("foo=1"), ts(&level1_tenant_too_long)],
+            Is(leak(format!("foo=1,{level1_tenant_too_long}"))),
+        ),
+        state_case(
+            "§3.3.2.2.1 no Level 1 limit after '@' (15 chars)",
+            vec![ts("foo=1"), ts(&level1_system_too_long)],
+            Is(leak(format!("foo=1,{level1_system_too_long}"))),
+        ),
+        state_case(
+            "§3.3.2.2.1 key of 256 chars",
             vec![ts("foo=1"), ts(&long_key_ok)],
             Is(leak(format!("foo=1,{long_key_ok}"))),
         ),
         state_case(
-            "§3.3.1.3.1 key of 257 chars",
+            "§3.3.2.2.1 key of 256 chars ending in '@'",
+            vec![ts(&long_key_at)],
+            Is(leak(long_key_at.clone())),
+        ),
+        state_case(
+            "§3.3.2.2.1 key of 257 chars discards the list",
             vec![ts("foo=1"), ts(&long_key_bad)],
             Absent,
         ),
         state_case(
-            "§3.3.1.3.1 multi-tenant key at its limits",
-            vec![ts("foo=1"), ts(&tenant_ok)],
-            Is(leak(format!("foo=1,{tenant_ok}"))),
-        ),
-        state_case(
-            "§3.3.1.3.1 tenant id too long",
-            vec![ts("foo=1"), ts(&tenant_bad)],
+            "§3.3.2.2.1 key starting with '@'",
+            vec![ts("@foo=1,bar=2")],
             Absent,
         ),
         state_case(
-            "§3.3.1.3.1 system id too long",
-            vec![ts("foo=1"), ts(&system_bad)],
+            "§3.3.2.2.1 key starting with '_'",
+            vec![ts("_foo=1,bar=2")],
             Absent,
         ),
-        state_case("§3.3.1.3.2 value with =", vec![ts("foo=bar=baz")], Absent),
-        state_case("§3.3.1.3.2 empty value", vec![ts("foo=,bar=3")], Absent),
-        state_case("§3.3.1.3.2 member without =", vec![ts("foo")], Absent),
         state_case(
-            "§3.3.1.3.2 non-ASCII value",
+            "§3.3.2.2.1 key starting with '-'",
+            vec![ts("-foo=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.2.2.1 key starting with '*'",
+            vec![ts("*foo=1,bar=2")],
+            Absent,
+        ),
+        state_case(
+            "§3.3.2.2.1 key starting with '/'",
+            vec![ts("/foo=1,bar=2")],
+            Absent,
+        ),
+        state_case("§3.3.2.2.1 empty key", vec![ts("=1,bar=2")], Absent),
+        state_case("§3.3.2.2.1 space in key", vec![ts("foo =1")], Absent),
+        state_case("§3.3.2.2.1 upper-case key", vec![ts("FOO=1")], Absent),
+        state_case(
+            "§3.3.2.2.1 illegal char in key",
+            vec![ts("foo.bar=1")],
+            Absent,
+        ),
+        // Values (§3.3.2.2.2).
+        state_case(
+            "§3.3.2.2.2 every value character",
+            vec![ts(&every_value_char)],
+            Is(leak(every_value_char.clone())),
+        ),
+        state_case("§3.3.2.2.2 value with =", vec![ts("foo=bar=baz")], Absent),
+        state_case("§3.3.2.2.2 empty value", vec![ts("foo=,bar=3")], Absent),
+        state_case(
+            "§3.3.2.2.2 value of spaces only",
+            vec![ts("foo=   ,bar=3")],
+            Absent,
+        ),
+        state_case("§3.3.2.2 member without =", vec![ts("foo")], Absent),
+        state_case(
+            "§3.3.2.2.2 non-ASCII value",
             vec![("tracestate", "foo=é".as_bytes().to_vec())],
             Absent,
         ),
         state_case(
-            "§3.3.1.3.2 control char in value",
+            "§3.3.2.2.2 control char in value",
             vec![ts("foo=a\tb")],
             Absent,
         ),
         state_case(
-            "§3.3.1.3.2 value of 256 chars",
+            "§3.3.2.2.2 value of 256 chars",
             vec![ts(&value_ok)],
             Is(leak(value_ok.clone())),
         ),
         state_case(
-            "§3.3.1.3.2 value of 257 chars",
+            "§3.3.2.2.2 value of 257 chars",
             vec![ts(&value_bad)],
             Absent,
         ),
+        // One invalid member among valid ones (§5.1.2 step 3: "If the tracestate header cannot
+        // be parsed the vendor MAY discard the entire header"; the W3C suite expects it).
         state_case(
-            "§3.3.1.1 32 members are kept",
+            "§5.1.2 one invalid member among valid ones discards the whole header",
+            vec![ts("foo=1,BAR=2,baz=3")],
+            Absent,
+        ),
+        state_case(
+            "§5.1.2 an invalid member in a later header field discards every field",
+            vec![ts("foo=1"), ts("bar=2,baz")],
+            Absent,
+        ),
+        // Duplicate keys (§3.3.3 "Only one entry per key is allowed"; §3.5 "vendors MAY also
+        // discard duplicate keys"): the left-most entry is kept, the header never discarded.
+        state_case(
+            "§3.5 duplicate key: the left-most entry is kept",
+            vec![ts("foo=1,foo=1")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.5 duplicate key with another value: the left-most entry is kept",
+            vec![ts("foo=1,foo=2")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.5 duplicate key across header fields: the first field's entry is kept",
+            vec![ts("foo=1"), ts("foo=2")],
+            Is("foo=1"),
+        ),
+        state_case(
+            "§3.5 duplicates among other members: the rest keep their order",
+            vec![ts("foo=1,bar=2,foo=3,baz=4,bar=5")],
+            Is("foo=1,bar=2,baz=4"),
+        ),
+        // At most 32 members (§3.3.2, §3.3.2.1).
+        state_case(
+            "§3.3.2 32 members are kept",
             vec![ts(&members(32))],
             Is(leak(members(32))),
         ),
         state_case(
-            "§3.3.1.1 33 members discard the list",
+            "§3.3.2 32 members over four header fields are kept",
+            member_fields(32),
+            Is(leak(members(32))),
+        ),
+        state_case(
+            "§3.3.2 empty members do not count towards 32",
+            vec![ts(&member_list(32).join(", ,")), ts("")],
+            Is(leak(members(32))),
+        ),
+        state_case(
+            "§3.3.2.1 33 members discard the list",
             vec![ts(&members(33))],
             Absent,
         ),
         state_case(
-            "§3.3.1.5 oversized list is truncated to 512",
+            "§3.3.2.1 33 members over four header fields discard the list",
+            member_fields(33),
+            Absent,
+        ),
+        state_case(
+            "§3.3.2.1 33 members of which one is a duplicate discard the list",
+            vec![ts(&members(32)), ts("bar01=01")],
+            Absent,
+        ),
+        // Truncation (§3.3.3.1).
+        state_case(
+            "§3.3.3.1 oversized list is truncated to 512",
             vec![ts(&big)],
             AtMost(512),
         ),
+        state_case(
+            "§3.3.3.1 without large entries, entries go from the right",
+            vec![ts(&big)],
+            Is(leak(big_list.get(..19).unwrap_or_default().join(","))),
+        ),
+        state_case(
+            "§3.3.3.1 entries over 128 chars are removed first",
+            vec![ts(&large), ts(&small)],
+            Is(leak(small.clone())),
+        ),
+        state_case(
+            "§3.3.3.1 an entry of exactly 128 chars is not removed first",
+            vec![ts(&edge), ts(&short_list.join(","))],
+            Is(leak(format!(
+                "{edge},{}",
+                short_list.get(..25).unwrap_or_default().join(",")
+            ))),
+        ),
+        state_case(
+            "§3.3.3.1 only as many large entries as needed go, right-most first",
+            vec![
+                ts(&wide("a")),
+                ts("m=1"),
+                ts(&wide("b")),
+                ts("z=1"),
+                ts(&wide("c")),
+            ],
+            Is(leak(format!("{},m=1,{},z=1", wide("a"), wide("b")))),
+        ),
         Case {
-            spec: "§3.5 restart drops tracestate",
+            spec: "§5.1.2 invalid traceparent: a new one is made and tracestate deleted",
             headers: vec![tp("ff-x"), ts("foo=1")],
             trace: New,
             state: Absent,

@@ -505,12 +505,12 @@ fn decide_tracestate(
     }
     let mut state = match TraceState::parse_headers(ts_values) {
         Ok(Some(state)) => state,
-        // Empty and blank headers are accepted, but SHOULD NOT be sent on (§3.3.1.1).
+        // Empty and blank headers are accepted, but SHOULD NOT be sent on (§3.3.2).
         Ok(None) => return drop(ops, "empty"),
         Err(e) => return drop(ops, e.reason()),
     };
     if cfg.mode == Mode::Passthrough {
-        // §3.5: the parent is unchanged, so tracestate MUST NOT change either.
+        // §3.4: the parent is unchanged, so tracestate MUST NOT change either.
         return Some(Outcome {
             action: StateAction::Kept,
             reason: "unchanged",
@@ -528,6 +528,12 @@ fn decide_tracestate(
         Outcome {
             action: StateAction::Truncated,
             reason: "too_long",
+        }
+    } else if state.removed_duplicates() > 0 {
+        // §3.5: "vendors MAY also discard duplicate keys"; the left-most entry was kept.
+        Outcome {
+            action: StateAction::Kept,
+            reason: "deduplicated",
         }
     } else {
         Outcome {
