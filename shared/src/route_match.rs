@@ -20,7 +20,7 @@
 //! with [`RouteMatcher::compile`] (which validates it and compiles its regexes), then call
 //! [`RouteMatcher::matches`] per request with anything implementing [`MatchInput`]. Header
 //! pair slices (`[(String, Vec<u8>)]`, `[(&str, &[u8])]`, …) and
-//! [`RequestView`](crate::request::RequestView) implement it already.
+//! [`RequestView`] implement it already.
 //!
 //! # Semantics (as Envoy's `config_impl.cc`, `header_utility.cc`, `matchers.cc`)
 //!
@@ -46,7 +46,10 @@
 //! - All conditions are AND-ed: path, grpc, every header, every query parameter.
 //!
 //! Matching works on bytes (header values may be non-UTF-8) and allocates only when a header
-//! is repeated and its values must be joined.
+//! is repeated and its values must be joined (and, once per regex, `regex-lite`'s search cache).
+//!
+//! Size (wasm32-wasip1, `opt-level = "z"`, LTO, `wasm-opt -Oz`, over a serde_json baseline):
+//! the serde types ≈ 57 KB, `regex-lite` ≈ 55 KB, compiling and matching ≈ 10 KB.
 //!
 //! # Deviations from Envoy, deliberate
 //!
@@ -73,7 +76,7 @@ pub const MAX_REGEX_LEN: usize = 4096;
 /// Compiled-size limit of one regex, in bytes (`regex-lite`'s `size_limit`).
 pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// Deepest nesting of groups/repetitions accepted in a regex.
-const REGEX_NEST_LIMIT: u32 = 64;
+const REGEX_NEST_LIMIT: u32 = 50;
 /// Envoy's `HeaderMatcher.name` limit (`max_bytes: 16384`).
 pub const MAX_HEADER_NAME_LEN: usize = 16384;
 /// Envoy's `QueryParameterMatcher.name` limit (`max_bytes: 1024`).
@@ -1429,6 +1432,11 @@ mod tests {
             ),
             (
                 r#"{"safe_regex": {"regex": "\\p{Greek}"}}"#,
+                "safe_regex.regex",
+                "",
+            ),
+            (
+                r#"{"safe_regex": {"regex": "\\Qa.b\\E"}}"#,
                 "safe_regex.regex",
                 "",
             ),
