@@ -25,4 +25,5 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod plugin;
+pub mod route_match;
 pub mod waiters;

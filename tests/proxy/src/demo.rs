@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::envoy_config::{HeaderMatchKind, PathMatch, ProxyConfig, RouteActionConfig};
+use crate::envoy_config::{ProxyConfig, RouteActionConfig};
 use crate::http;
 use crate::upstreams;
 
@@ -122,19 +122,29 @@ pub fn curl_examples(
     }
 
     for route in config.virtual_hosts.iter().flat_map(|vh| vh.routes.iter()) {
-        let path = match &route.path_match {
-            PathMatch::Prefix(prefix) => format!("{prefix}demo"),
-            PathMatch::Exact(exact) => exact.clone(),
-            PathMatch::Regex(_) => continue,
+        // A path that the route's `match` accepts (regex routes have no obvious one: skipped).
+        let m = &route.route_match;
+        let path = if let Some(prefix) = &m.prefix {
+            format!("{prefix}demo")
+        } else if let Some(path) = m.path.as_ref().or(m.path_separated_prefix.as_ref()) {
+            path.clone()
+        } else {
+            continue;
         };
-        let header_flags: Vec<String> = route
+        let header_flags: Vec<String> = m
             .headers
             .iter()
-            .filter(|h| !h.invert)
-            .filter_map(|h| match &h.kind {
-                HeaderMatchKind::Exact { value, .. } => Some(format!("-H '{}: {value}' ", h.name)),
-                HeaderMatchKind::Present(true) => Some(format!("-H '{}: 1' ", h.name)),
-                _ => None,
+            .filter(|h| !h.invert_match)
+            .filter_map(|h| {
+                let exact = h
+                    .exact_match
+                    .as_ref()
+                    .or(h.string_match.as_ref().and_then(|s| s.exact.as_ref()));
+                match (exact, h.present_match) {
+                    (Some(value), _) => Some(format!("-H '{}: {value}' ", h.name)),
+                    (None, Some(true)) => Some(format!("-H '{}: 1' ", h.name)),
+                    _ => None,
+                }
             })
             .collect();
         let headers = header_flags.concat();

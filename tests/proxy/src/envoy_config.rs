@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshward_core::route_match::{RouteMatch, RouteMatcher};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -199,57 +200,11 @@ struct RawVirtualHost {
 struct RawRoute {
     #[serde(default)]
     name: String,
+    /// Exactly Envoy's `RouteMatch`: the core's types, which the filters' rules use too.
     #[serde(rename = "match")]
-    route_match: RawRouteMatch,
+    route_match: RouteMatch,
     route: Option<RawRouteAction>,
     direct_response: Option<RawDirectResponse>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRouteMatch {
-    prefix: Option<String>,
-    path: Option<String>,
-    safe_regex: Option<RawRegexMatcher>,
-    case_sensitive: Option<bool>,
-    #[serde(default)]
-    headers: Vec<RawHeaderMatcher>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRegexMatcher {
-    regex: String,
-    #[expect(
-        dead_code,
-        reason = "accepted as Envoy writes it; the dev proxy has no use for it"
-    )]
-    google_re2: Option<Empty>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHeaderMatcher {
-    name: String,
-    string_match: Option<RawStringMatcher>,
-    present_match: Option<bool>,
-    #[serde(default)]
-    invert_match: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStringMatcher {
-    exact: Option<String>,
-    prefix: Option<String>,
-    suffix: Option<String>,
-    contains: Option<String>,
-    #[serde(default)]
-    ignore_case: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -413,33 +368,11 @@ pub struct VirtualHostConfig {
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
-    pub path_match: PathMatch,
-    pub case_sensitive: bool,
-    pub headers: Vec<HeaderMatchConfig>,
+    /// The route's `match` as written.
+    pub route_match: RouteMatch,
+    /// The same, validated and compiled.
+    pub matcher: RouteMatcher,
     pub action: RouteActionConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    Prefix(String),
-    Exact(String),
-    Regex(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderMatchConfig {
-    pub name: String,
-    pub kind: HeaderMatchKind,
-    pub invert: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderMatchKind {
-    Present(bool),
-    Exact { value: String, ignore_case: bool },
-    Prefix { value: String, ignore_case: bool },
-    Suffix { value: String, ignore_case: bool },
-    Contains { value: String, ignore_case: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -742,46 +675,8 @@ fn validate_route(
     path: &str,
     clusters: &BTreeMap<String, ClusterConfig>,
 ) -> Result<RouteConfig, ConfigError> {
-    let match_path = format!("{path}.match");
-    let m = raw.route_match;
-    let path_match = match (m.prefix, m.path, m.safe_regex) {
-        (Some(prefix), None, None) => PathMatch::Prefix(prefix),
-        (None, Some(exact), None) => PathMatch::Exact(exact),
-        (None, None, Some(re)) => {
-            regex::Regex::new(&re.regex).map_err(|e| {
-                err(
-                    format!("{match_path}.safe_regex.regex"),
-                    format!("invalid regex: {e}"),
-                )
-            })?;
-            PathMatch::Regex(re.regex)
-        }
-        _ => {
-            return Err(err(
-                match_path,
-                "needs exactly one of `prefix`, `path`, `safe_regex`",
-            ));
-        }
-    };
-    let mut headers = Vec::new();
-    for (index, header) in m.headers.into_iter().enumerate() {
-        let header_path = format!("{match_path}.headers[{index}]");
-        let kind = match (header.string_match, header.present_match) {
-            (Some(sm), None) => string_match_kind(sm, &format!("{header_path}.string_match"))?,
-            (None, Some(present)) => HeaderMatchKind::Present(present),
-            _ => {
-                return Err(err(
-                    header_path,
-                    "needs exactly one of `string_match`, `present_match`",
-                ));
-            }
-        };
-        headers.push(HeaderMatchConfig {
-            name: header.name.to_ascii_lowercase(),
-            kind,
-            invert: header.invert_match,
-        });
-    }
+    let matcher = RouteMatcher::compile(&raw.route_match)
+        .map_err(|error| err(error.field_under(&format!("{path}.match")), error.reason))?;
     let action = match (raw.route, raw.direct_response) {
         (Some(action), None) => {
             let action_path = format!("{path}.route");
@@ -835,25 +730,10 @@ fn validate_route(
     };
     Ok(RouteConfig {
         name: raw.name,
-        path_match,
-        case_sensitive: m.case_sensitive.unwrap_or(true),
-        headers,
+        route_match: raw.route_match,
+        matcher,
         action,
     })
-}
-
-fn string_match_kind(raw: RawStringMatcher, path: &str) -> Result<HeaderMatchKind, ConfigError> {
-    let ignore_case = raw.ignore_case;
-    match (raw.exact, raw.prefix, raw.suffix, raw.contains) {
-        (Some(value), None, None, None) => Ok(HeaderMatchKind::Exact { value, ignore_case }),
-        (None, Some(value), None, None) => Ok(HeaderMatchKind::Prefix { value, ignore_case }),
-        (None, None, Some(value), None) => Ok(HeaderMatchKind::Suffix { value, ignore_case }),
-        (None, None, None, Some(value)) => Ok(HeaderMatchKind::Contains { value, ignore_case }),
-        _ => Err(err(
-            path,
-            "needs exactly one of `exact`, `prefix`, `suffix`, `contains`",
-        )),
-    }
 }
 
 fn require_cluster(
@@ -1026,6 +906,30 @@ mod tests {
                 "                          route: { cluster: echo-v9 }\n                        - name: v2",
                 "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[1].route.cluster",
                 "unknown cluster `echo-v9`",
+            ),
+            (
+                "match: { prefix: /v2/ }",
+                "match: { prefix: /v2/, path: /v2 }",
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[2].match",
+                "exactly one of prefix, path, safe_regex, path_separated_prefix",
+            ),
+            (
+                "match: { prefix: /v2/ }",
+                "match: { prefix: /v2/, runtime_fraction: {} }",
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[2].match.runtime_fraction",
+                "unknown field `runtime_fraction`",
+            ),
+            (
+                "match: { prefix: /v2/ }",
+                "match: { safe_regex: { regex: \"/v2/(\" } }",
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[2].match.safe_regex.regex",
+                "",
+            ),
+            (
+                "string_match: { exact: b }",
+                "string_match: { exact: b }\n                                invert_match: true\n                                invertMatch: true",
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[1].match.headers[0]",
+                "duplicate field `invertMatch`",
             ),
             (
                 "connect_timeout: 1s",

@@ -78,7 +78,7 @@ impl Proxy {
     /// Loads every filter of `config` into the host (N worker VMs each) and compiles the routes.
     ///
     /// # Errors
-    /// A missing module, a module the host refuses, a rejected configuration, a bad route regex.
+    /// A missing module, a module the host refuses, a rejected configuration.
     pub fn load(config: &ProxyConfig, options: &ProxyOptions) -> anyhow::Result<Self> {
         let workers = options.workers.max(1);
         let shared = SharedState::new();
@@ -136,7 +136,7 @@ impl Proxy {
             plugins.push(plugin);
         }
 
-        let routes = RouteTable::compile(&config.virtual_hosts).context("compiling routes")?;
+        let routes = RouteTable::compile(&config.virtual_hosts);
         let stats_tags = config
             .stats_tags
             .iter()

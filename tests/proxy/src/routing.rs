@@ -1,5 +1,6 @@
 //! Envoy's route selection over the validated route table: virtual host by `:authority`, then the
-//! first route whose path and header matchers all match.
+//! first route whose `match` holds — matched by the core's `route_match::RouteMatcher`, the same
+//! code the filters' rules use.
 //!
 //! Weighted clusters: Envoy picks with a random per-stream value. The dev proxy picks
 //! deterministically instead, from a hash of the request's `x-request-id` when the client sent one
@@ -9,11 +10,9 @@
 
 use std::time::Duration;
 
-use regex::Regex;
+use meshward_core::route_match::RouteMatcher;
 
-use crate::envoy_config::{
-    HeaderMatchConfig, HeaderMatchKind, PathMatch, RouteActionConfig, VirtualHostConfig,
-};
+use crate::envoy_config::{RouteActionConfig, VirtualHostConfig};
 
 /// Header list as the filters see it: lower-case names, pseudo-headers included, duplicates kept.
 pub type HeaderList = [(String, String)];
@@ -50,49 +49,29 @@ struct VirtualHost {
 #[derive(Debug)]
 struct Route {
     name: String,
-    path: CompiledPath,
-    case_sensitive: bool,
-    headers: Vec<HeaderMatchConfig>,
+    matcher: RouteMatcher,
     action: RouteActionConfig,
 }
 
-#[derive(Debug)]
-enum CompiledPath {
-    Prefix(String),
-    Exact(String),
-    Regex(Regex),
-}
-
 impl RouteTable {
-    /// Compiles the table; regexes were already checked by the config validation.
-    pub fn compile(virtual_hosts: &[VirtualHostConfig]) -> Result<Self, regex::Error> {
-        let mut compiled = Vec::new();
-        for vh in virtual_hosts {
-            let mut routes = Vec::new();
-            for route in &vh.routes {
-                let path = match &route.path_match {
-                    PathMatch::Prefix(prefix) => CompiledPath::Prefix(prefix.clone()),
-                    PathMatch::Exact(exact) => CompiledPath::Exact(exact.clone()),
-                    PathMatch::Regex(re) => {
-                        CompiledPath::Regex(Regex::new(&format!("^(?:{re})$"))?)
-                    }
-                };
-                routes.push(Route {
-                    name: route.name.clone(),
-                    path,
-                    case_sensitive: route.case_sensitive,
-                    headers: route.headers.clone(),
-                    action: route.action.clone(),
-                });
-            }
-            compiled.push(VirtualHost {
+    /// Builds the table from the validated config (whose route matches are already compiled).
+    pub fn compile(virtual_hosts: &[VirtualHostConfig]) -> Self {
+        let virtual_hosts = virtual_hosts
+            .iter()
+            .map(|vh| VirtualHost {
                 domains: vh.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
-                routes,
-            });
-        }
-        Ok(Self {
-            virtual_hosts: compiled,
-        })
+                routes: vh
+                    .routes
+                    .iter()
+                    .map(|route| Route {
+                        name: route.name.clone(),
+                        matcher: route.matcher.clone(),
+                        action: route.action.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self { virtual_hosts }
     }
 
     /// Selects the route for `headers`. `weight_key` picks among weighted clusters.
@@ -103,13 +82,10 @@ impl RouteTable {
         let Some(vh) = self.virtual_host(&authority) else {
             return RouteDecision::NotFound;
         };
-        let path = first_value(headers, ":path").unwrap_or_default();
-        for route in &vh.routes {
-            if route.matches(path, headers) {
-                return route.decision(weight_key);
-            }
-        }
-        RouteDecision::NotFound
+        vh.routes
+            .iter()
+            .find(|route| route.matcher.matches(headers))
+            .map_or(RouteDecision::NotFound, |route| route.decision(weight_key))
     }
 
     /// Envoy's domain search order: exact, then longest `*.suffix`, then longest `prefix.*`, then `*`.
@@ -165,33 +141,6 @@ impl RouteTable {
 }
 
 impl Route {
-    fn matches(&self, path: &str, headers: &HeaderList) -> bool {
-        let path_matches = match &self.path {
-            CompiledPath::Prefix(prefix) => {
-                if self.case_sensitive {
-                    path.starts_with(prefix.as_str())
-                } else {
-                    path.to_ascii_lowercase()
-                        .starts_with(&prefix.to_ascii_lowercase())
-                }
-            }
-            CompiledPath::Exact(exact) => {
-                let without_query = path_without_query(path);
-                if self.case_sensitive {
-                    without_query == exact
-                } else {
-                    without_query.eq_ignore_ascii_case(exact)
-                }
-            }
-            CompiledPath::Regex(re) => re.is_match(path_without_query(path)),
-        };
-        path_matches
-            && self
-                .headers
-                .iter()
-                .all(|matcher| header_matches(matcher, headers))
-    }
-
     fn decision(&self, weight_key: u64) -> RouteDecision {
         match &self.action {
             RouteActionConfig::Cluster { name, timeout } => RouteDecision::Forward {
@@ -234,49 +183,6 @@ fn pick_weighted(clusters: &[(String, u32)], key: u64) -> String {
         .last()
         .map(|(name, _)| name.clone())
         .unwrap_or_default()
-}
-
-/// Envoy matches a header against all its values joined with `,`.
-fn header_matches(matcher: &HeaderMatchConfig, headers: &HeaderList) -> bool {
-    let values: Vec<&str> = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(&matcher.name))
-        .map(|(_, value)| value.as_str())
-        .collect();
-    let result = if values.is_empty() {
-        matches!(matcher.kind, HeaderMatchKind::Present(false))
-    } else {
-        let joined = values.join(",");
-        match &matcher.kind {
-            HeaderMatchKind::Present(present) => *present,
-            HeaderMatchKind::Exact { value, ignore_case } => {
-                compare(&joined, value, *ignore_case, |h, v| h == v)
-            }
-            HeaderMatchKind::Prefix { value, ignore_case } => {
-                compare(&joined, value, *ignore_case, |h, v| h.starts_with(v))
-            }
-            HeaderMatchKind::Suffix { value, ignore_case } => {
-                compare(&joined, value, *ignore_case, |h, v| h.ends_with(v))
-            }
-            HeaderMatchKind::Contains { value, ignore_case } => {
-                compare(&joined, value, *ignore_case, |h, v| h.contains(v))
-            }
-        }
-    };
-    result != matcher.invert
-}
-
-fn compare(header: &str, value: &str, ignore_case: bool, test: fn(&str, &str) -> bool) -> bool {
-    if ignore_case {
-        test(&header.to_ascii_lowercase(), &value.to_ascii_lowercase())
-    } else {
-        test(header, value)
-    }
-}
-
-fn path_without_query(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    path.get(..end).unwrap_or(path)
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -325,7 +231,7 @@ mod tests {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envoy-local/envoy.yaml");
         let config = parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-        RouteTable::compile(&config.virtual_hosts).unwrap()
+        RouteTable::compile(&config.virtual_hosts)
     }
 
     fn request(path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -414,97 +320,6 @@ mod tests {
             (300..=500).contains(&v2),
             "{v2} of 2000 went to the 20% cluster"
         );
-    }
-
-    #[test]
-    fn header_matchers() {
-        let matcher = |kind, invert| HeaderMatchConfig {
-            name: "x-a".to_owned(),
-            kind,
-            invert,
-        };
-        let exact = |v: &str, ic| HeaderMatchKind::Exact {
-            value: v.to_owned(),
-            ignore_case: ic,
-        };
-        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect()
-        };
-        type Case = (HeaderMatchConfig, Vec<(String, String)>, bool);
-        let cases: Vec<Case> = vec![
-            (matcher(exact("1", false), false), h(&[("x-a", "1")]), true),
-            (matcher(exact("1", false), true), h(&[("x-a", "1")]), false),
-            (matcher(exact("1", false), false), h(&[]), false),
-            (matcher(exact("1", false), true), h(&[]), true),
-            (
-                matcher(exact("1,2", false), false),
-                h(&[("x-a", "1"), ("x-a", "2")]),
-                true,
-            ),
-            (
-                matcher(exact("abc", true), false),
-                h(&[("X-A", "ABC")]),
-                true,
-            ),
-            (
-                matcher(HeaderMatchKind::Present(true), false),
-                h(&[("x-a", "")]),
-                true,
-            ),
-            (
-                matcher(HeaderMatchKind::Present(true), false),
-                h(&[]),
-                false,
-            ),
-            (
-                matcher(HeaderMatchKind::Present(false), false),
-                h(&[]),
-                true,
-            ),
-            (
-                matcher(
-                    HeaderMatchKind::Prefix {
-                        value: "ab".to_owned(),
-                        ignore_case: false,
-                    },
-                    false,
-                ),
-                h(&[("x-a", "abc")]),
-                true,
-            ),
-            (
-                matcher(
-                    HeaderMatchKind::Suffix {
-                        value: "bc".to_owned(),
-                        ignore_case: false,
-                    },
-                    false,
-                ),
-                h(&[("x-a", "abc")]),
-                true,
-            ),
-            (
-                matcher(
-                    HeaderMatchKind::Contains {
-                        value: "zz".to_owned(),
-                        ignore_case: false,
-                    },
-                    false,
-                ),
-                h(&[("x-a", "abc")]),
-                false,
-            ),
-        ];
-        for (matcher, headers, expected) in cases {
-            assert_eq!(
-                header_matches(&matcher, &headers),
-                expected,
-                "{matcher:?} {headers:?}"
-            );
-        }
     }
 
     #[test]
