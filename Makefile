@@ -127,11 +127,12 @@ run: dist ## build the filters and serve them through the dev proxy on localhost
 	$(CARGO) run --locked -q -p meshward-proxy -- demo --config envoy-local/envoy.yaml --wasm-dir dist
 
 .PHONY: bench
-bench: dist ## wasm instructions (fuel), hostcalls and memory per request for every module
+# The request is pw-bench's bench profile, tests/fixtures/bench/request.json (see its README).
+bench: dist ## wasm instructions (fuel) and hostcalls per callback and per request, memory per VM, for every module
 	$(CARGO) build --locked -q -p meshward-host --bin pw-bench
 	@for f in $(TEST_MODULES) $(FILTERS); do \
 	  cfg=tests/fixtures/$$f/bench.json; \
-	  target/debug/pw-bench dist/$$f.wasm --name $$f $$( [ -f $$cfg ] && echo --config $$cfg ); \
+	  $(or $(CARGO_TARGET_DIR),target)/debug/pw-bench dist/$$f.wasm --name $$f $$( [ -f $$cfg ] && echo --config $$cfg ); \
 	done
 
 # --- for users with Docker ------------------------------------------------------------------------

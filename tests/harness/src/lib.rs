@@ -51,8 +51,8 @@ pub use shared::{
     DEFAULT_HISTOGRAM_BUCKETS, MetricType, MetricValue, SharedState, StatsTag, WASM_STAT_PREFIX,
 };
 pub use types::{
-    Action, CallId, CalloutOutcome, DEFAULT_FUEL_PER_CALLBACK, FailPolicy, FilterState,
-    FinishOutcome, HeaderMap, HostError, HttpCallResponse, LoadError, LocalReply, LogEntry,
-    LogLevel, NodeInfo, PendingHttpCall, PhaseOutcome, PluginSpec, PropValue, StreamEvent,
-    StreamId, StreamInfo,
+    Action, CallId, CalloutOutcome, DEFAULT_FUEL_PER_CALLBACK, ExportCost, ExportCosts, FailPolicy,
+    FilterState, FinishOutcome, HeaderMap, HostError, HttpCallResponse, LoadError, LocalReply,
+    LogEntry, LogLevel, NodeInfo, PendingHttpCall, PhaseOutcome, PluginSpec, PropValue,
+    StreamEvent, StreamId, StreamInfo,
 };

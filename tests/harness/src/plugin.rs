@@ -9,9 +9,9 @@ use wasmtime::Linker;
 use crate::engine::{HostEngine, Module};
 use crate::shared::SharedState;
 use crate::types::{
-    Action, CallId, CalloutOutcome, FailPolicy, FilterState, FinishOutcome, HeaderMap, HostError,
-    HttpCallResponse, LoadError, LocalReply, LogEntry, PendingHttpCall, PhaseOutcome, PluginSpec,
-    StreamEvent, StreamId, StreamInfo,
+    Action, CallId, CalloutOutcome, ExportCosts, FailPolicy, FilterState, FinishOutcome, HeaderMap,
+    HostError, HttpCallResponse, LoadError, LocalReply, LogEntry, PendingHttpCall, PhaseOutcome,
+    PluginSpec, StreamEvent, StreamId, StreamInfo,
 };
 use crate::vm::{
     CallReport, Deferred, HostState, PluginInfo, REQUEST_HEADERS, REQUEST_TRAILERS,
@@ -363,6 +363,25 @@ impl Plugin {
             .ok_or(HostError::UnknownWorker(worker))
     }
 
+    /// Fuel, hostcalls and calls per guest export, summed over the worker VMs: every call the
+    /// host made into them since [`Plugin::load`] (start-up exports included) or since the last
+    /// [`Plugin::reset_export_costs`]. A VM replaced under [`FailPolicy::Reload`] keeps its
+    /// worker's history; the canary VM, dropped after loading, is not counted.
+    pub fn export_costs(&self) -> ExportCosts {
+        let mut total = ExportCosts::default();
+        for vm in &self.workers {
+            total.merge(&vm.export_costs);
+        }
+        total
+    }
+
+    /// Starts [`Plugin::export_costs`] from zero (e.g. after loading, to measure requests only).
+    pub fn reset_export_costs(&mut self) {
+        for vm in &mut self.workers {
+            vm.export_costs = ExportCosts::default();
+        }
+    }
+
     /// The trap message if that worker's VM has failed.
     pub fn failure(&self, worker: usize) -> Option<&str> {
         self.workers.get(worker).and_then(|vm| vm.failed.as_deref())
@@ -476,8 +495,10 @@ impl Plugin {
         // Calls of the failed VM die with it (its tokens will be reused by the new VM).
         self.pending.retain(|id, _| id.worker != worker);
         match self.start_vm(Some(worker)) {
-            Ok(vm) => {
+            Ok(mut vm) => {
                 if let Some(slot) = self.workers.get_mut(worker) {
+                    // The worker's cost history outlives its VM.
+                    vm.export_costs.merge(&slot.export_costs);
                     *slot = vm;
                 }
             }

@@ -653,6 +653,86 @@ pub enum StreamEvent {
     },
 }
 
+/// What the calls of one guest export cost, summed over those calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportCost {
+    /// Times the host called the export (a call that trapped counts; an export the module
+    /// lacks is never called).
+    pub calls: u64,
+    /// Wasm fuel consumed (≈ wasm operations executed), including the guest allocator calls
+    /// the host made inside the export's hostcalls.
+    pub fuel: u64,
+    /// Hostcalls made.
+    pub hostcalls: u64,
+}
+
+impl ExportCost {
+    fn add(&mut self, other: Self) {
+        self.calls += other.calls;
+        self.fuel += other.fuel;
+        self.hostcalls += other.hostcalls;
+    }
+}
+
+/// Cost per guest export (`proxy_on_request_headers`, `proxy_on_log`, `_initialize`, …),
+/// tallied by every call the host makes into a VM; see [`Plugin::export_costs`].
+///
+/// [`Plugin::export_costs`]: crate::Plugin::export_costs
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportCosts {
+    by_export: BTreeMap<String, ExportCost>,
+}
+
+impl ExportCosts {
+    /// Adds one call of `export`.
+    pub(crate) fn record(&mut self, export: &str, fuel: u64, hostcalls: u64) {
+        let call = ExportCost {
+            calls: 1,
+            fuel,
+            hostcalls,
+        };
+        match self.by_export.get_mut(export) {
+            Some(cost) => cost.add(call),
+            None => {
+                self.by_export.insert(export.to_owned(), call);
+            }
+        }
+    }
+
+    /// Adds every export's cost of `other` to this tally.
+    pub fn merge(&mut self, other: &Self) {
+        for (export, cost) in &other.by_export {
+            self.by_export.entry(export.clone()).or_default().add(*cost);
+        }
+    }
+
+    /// The cost of `export` (zero when it was never called).
+    pub fn get(&self, export: &str) -> ExportCost {
+        self.by_export.get(export).copied().unwrap_or_default()
+    }
+
+    /// Every export called, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, ExportCost)> {
+        self.by_export
+            .iter()
+            .map(|(export, cost)| (export.as_str(), *cost))
+    }
+
+    /// The sum over all exports.
+    pub fn total(&self) -> ExportCost {
+        let mut total = ExportCost::default();
+        for cost in self.by_export.values() {
+            total.add(*cost);
+        }
+        total
+    }
+
+    /// No export was called.
+    pub fn is_empty(&self) -> bool {
+        self.by_export.is_empty()
+    }
+}
+
 /// Result of an asynchronous delivery (http_call response, tick, queue ready).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CalloutOutcome {

@@ -11,7 +11,8 @@ use wasmtime::{
 use crate::engine::Module;
 use crate::shared::SharedState;
 use crate::types::{
-    FilterState, HeaderMap, HttpCallResponse, LoadError, LocalReply, LogEntry, LogLevel, StreamInfo,
+    ExportCosts, FilterState, HeaderMap, HttpCallResponse, LoadError, LocalReply, LogEntry,
+    LogLevel, StreamInfo,
 };
 
 /// Envoy/cpp-host cap on VM linear memory.
@@ -206,6 +207,8 @@ pub(crate) struct Vm {
     pub(crate) tick_due_ns: Option<u64>,
     /// Tick period in ns (0 = disabled).
     pub(crate) tick_period_ns: u64,
+    /// Fuel and hostcalls of every export this VM ran (start-up included).
+    pub(crate) export_costs: ExportCosts,
     fuel_per_callback: u64,
 }
 
@@ -249,6 +252,7 @@ impl Vm {
             next_ctx: 2,
             tick_due_ns: None,
             tick_period_ns: 0,
+            export_costs: ExportCosts::default(),
             fuel_per_callback,
         };
         vm.store.data_mut().restriction = Restriction::Start;
@@ -291,7 +295,8 @@ impl Vm {
         memory.map_or(0, |m| m.data_size(&self.store))
     }
 
-    /// Calls export `name` on behalf of context `ctx`. A trap marks the VM failed.
+    /// Calls export `name` on behalf of context `ctx`. A trap marks the VM failed. Every call
+    /// that reaches the guest is tallied in `export_costs`.
     pub(crate) fn call<P: WasmParams, R: WasmResults>(
         &mut self,
         name: &str,
@@ -340,6 +345,9 @@ impl Vm {
         }
         let state = self.store.data_mut();
         state.effective_ctx = None;
+        if !matches!(result, Ok(None)) {
+            self.export_costs.record(name, fuel, state.hostcalls);
+        }
         CallReport {
             result,
             fuel,

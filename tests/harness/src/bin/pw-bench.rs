@@ -2,25 +2,34 @@
 //!
 //! ```text
 //! pw-bench <module.wasm> [--config plugin-config.json] [--request request.json]
-//!          [--requests N] [--workers N] [--name LABEL] [--json]
+//!          [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json]
 //! ```
 //!
 //! Loads the module on `--workers` VMs (default 4), runs `--requests` requests (default 1000)
-//! round-robin over the workers and prints wasm fuel per request (≈ wasm operations executed,
-//! the repeatable figure; includes on_log/on_done/on_delete), hostcalls per request, linear
-//! memory per VM and the module size. No wall-clock timing: fuel does not depend on the machine.
-//! The request defaults to a GET with typical headers and a 200 response (see
-//! `meshward_host::cli` for the request file format).
+//! round-robin over the workers and prints, per proxy-wasm export the host called during the
+//! requests (`proxy_on_context_create`, `proxy_on_request_headers`, …, `proxy_on_delete`, and
+//! `proxy_on_http_call_response` etc. when they occur), the mean calls, wasm fuel (≈ wasm
+//! operations executed, the repeatable figure) and hostcalls per request; then the total per
+//! request (mean, min, max), linear memory per VM and the module size. Start-up calls
+//! (`_initialize`, `proxy_on_configure`, …) are not counted. No wall-clock timing: fuel does not
+//! depend on the machine.
+//!
+//! The request defaults to the bench profile `tests/fixtures/bench/request.json` (built in):
+//! sidecar-like traffic, a browser GET with 20 request headers and a 200 response with 8 headers
+//! and a JSON body; `tests/fixtures/bench/README.md` describes it. `--request` replaces it
+//! (format: `meshward_host::cli`); `--header` appends a request header to either, e.g. the
+//! `authorization` of a JWT profile.
 
 use std::process::ExitCode;
 
 use meshward_host::cli::{Inputs, load_inputs};
-use meshward_host::{CallReply, HostEngine, Plugin, PluginSpec};
+use meshward_host::{CallReply, ExportCost, ExportCosts, HostEngine, Plugin, PluginSpec};
 
 struct Args {
     module: String,
     config: Option<String>,
     request: Option<String>,
+    extra_headers: Vec<(String, String)>,
     requests: usize,
     workers: usize,
     name: Option<String>,
@@ -33,6 +42,7 @@ fn parse_args() -> Option<Args> {
         module: String::new(),
         config: None,
         request: None,
+        extra_headers: Vec::new(),
         requests: 1000,
         workers: 4,
         name: None,
@@ -42,6 +52,13 @@ fn parse_args() -> Option<Args> {
         match arg.as_str() {
             "--config" => parsed.config = Some(args.next()?),
             "--request" => parsed.request = Some(args.next()?),
+            "--header" => {
+                let header = args.next()?;
+                let (name, value) = header.split_once(':')?;
+                parsed
+                    .extra_headers
+                    .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
             "--requests" => parsed.requests = args.next()?.parse().ok()?,
             "--workers" => parsed.workers = args.next()?.parse().ok()?,
             "--name" => parsed.name = Some(args.next()?),
@@ -55,11 +72,52 @@ fn parse_args() -> Option<Args> {
     (!parsed.module.is_empty() && parsed.requests > 0 && parsed.workers > 0).then_some(parsed)
 }
 
-const DEFAULT_REQUEST: &str = r#"{
-  "headers": [[":authority", "svc.example.com"], [":path", "/api/v1/items?page=2"], [":method", "GET"], [":scheme", "https"],
-              ["user-agent", "curl/8.5.0"], ["accept", "*/*"], ["x-forwarded-proto", "https"]],
-  "response": {"headers": [[":status", "200"], ["content-type", "application/json"], ["content-length", "2"]], "body": "{}"}
-}"#;
+/// The bench profile (see `tests/fixtures/bench/README.md`).
+const DEFAULT_REQUEST: &str = include_str!("../../../fixtures/bench/request.json");
+
+/// Lifecycle order of the per-export table; exports not listed follow in name order.
+const LIFECYCLE: [&str; 11] = [
+    "proxy_on_context_create",
+    "proxy_on_request_headers",
+    "proxy_on_request_body",
+    "proxy_on_request_trailers",
+    "proxy_on_http_call_response",
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+    "proxy_on_log",
+    "proxy_on_done",
+    "proxy_on_delete",
+];
+
+fn lifecycle_rank(export: &str) -> usize {
+    LIFECYCLE
+        .iter()
+        .position(|e| *e == export)
+        .unwrap_or(LIFECYCLE.len())
+}
+
+/// `total / requests`, as an integer when exact, else with one decimal.
+fn per_request(total: u64, requests: usize) -> String {
+    let requests = requests.max(1) as u64;
+    if total.is_multiple_of(requests) {
+        (total / requests).to_string()
+    } else {
+        format!("{:.1}", total as f64 / requests as f64)
+    }
+}
+
+/// Mean fuel per request, rounded (fractions of a wasm operation mean nothing).
+fn mean_fuel(total: u64, requests: usize) -> String {
+    format!("{:.0}", total as f64 / requests.max(1) as f64)
+}
+
+/// The per-export rows in lifecycle order.
+fn export_rows(costs: &ExportCosts) -> Vec<(&str, ExportCost)> {
+    let mut rows: Vec<(&str, ExportCost)> = costs.iter().collect();
+    rows.sort_by_key(|(export, _)| (lifecycle_rank(export), *export));
+    rows
+}
 
 fn run(args: &Args) -> Result<(), String> {
     let Inputs {
@@ -74,16 +132,18 @@ fn run(args: &Args) -> Result<(), String> {
         args.request.as_deref(),
         DEFAULT_REQUEST,
     )?;
+    let mut file = file;
+    for (header, value) in &args.extra_headers {
+        file.request.headers.append(header, value);
+    }
     let engine = HostEngine::global().map_err(|e| e.to_string())?;
     let name = args.name.clone().unwrap_or(stem);
     let spec = PluginSpec::new(name.clone(), "")
         .with_configuration(config)
         .with_workers(args.workers);
     let mut plugin = Plugin::load(engine, &module, spec, &shared).map_err(|e| e.to_string())?;
-    let (mut fuel, mut hostcalls) = (
-        Vec::with_capacity(args.requests),
-        Vec::with_capacity(args.requests),
-    );
+    plugin.reset_export_costs();
+    let mut fuel = Vec::with_capacity(args.requests);
     for i in 0..args.requests {
         let mut answers = file.http_calls.clone().into_iter();
         let out = plugin
@@ -98,33 +158,84 @@ fn run(args: &Args) -> Result<(), String> {
             return Err(format!("request {i} trapped: {trap}"));
         }
         fuel.push(out.fuel);
-        hostcalls.push(out.hostcalls);
     }
+    let costs = plugin.export_costs();
+    let total = costs.total();
+    if total.fuel != fuel.iter().sum::<u64>() {
+        return Err("per-export fuel does not add up to the requests' fuel".to_owned());
+    }
+    let rows = export_rows(&costs);
     let memory: Vec<usize> = (0..args.workers)
         .map(|w| plugin.memory_bytes(w).unwrap_or(0))
         .collect();
-    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len().max(1) as u64;
-    let (fuel_mean, fuel_min, fuel_max) = (
-        mean(&fuel),
+    let n = args.requests;
+    let (fuel_min, fuel_max) = (
         fuel.iter().min().copied().unwrap_or(0),
         fuel.iter().max().copied().unwrap_or(0),
     );
-    let hostcalls_mean = mean(&hostcalls);
+    let request = &file.request.headers;
+    let response = &file.response.headers;
     if args.json {
+        let per_export: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(export, cost)| {
+                (
+                    (*export).to_owned(),
+                    serde_json::json!({
+                        "calls_per_request": cost.calls as f64 / n as f64,
+                        "fuel_per_request": cost.fuel as f64 / n as f64,
+                        "hostcalls_per_request": cost.hostcalls as f64 / n as f64,
+                    }),
+                )
+            })
+            .collect();
         println!(
             "{}",
             serde_json::json!({
                 "name": name, "module": args.module, "module_bytes": plugin.module_size(),
-                "workers": args.workers, "requests": args.requests,
-                "fuel_per_request": {"mean": fuel_mean, "min": fuel_min, "max": fuel_max},
-                "hostcalls_per_request": hostcalls_mean, "memory_bytes_per_vm": memory,
+                "workers": args.workers, "requests": n,
+                "request": {"headers": request.len(), "header_bytes": request.byte_size(),
+                            "body_bytes": file.request.body.len()},
+                "response": {"headers": response.len(), "header_bytes": response.byte_size(),
+                             "body_bytes": file.response.body.len()},
+                "per_export": per_export,
+                "fuel_per_request": {"mean": total.fuel as f64 / n as f64, "min": fuel_min, "max": fuel_max},
+                "hostcalls_per_request": total.hostcalls as f64 / n as f64,
+                "memory_bytes_per_vm": memory,
             })
         );
     } else {
         println!("{name}: {} ({} bytes)", args.module, plugin.module_size());
-        println!("  workers {}, requests {}", args.workers, args.requests);
-        println!("  fuel/request       mean {fuel_mean}  min {fuel_min}  max {fuel_max}");
-        println!("  hostcalls/request  mean {hostcalls_mean}");
+        println!(
+            "  workers {}, requests {n}; request {} headers ({} bytes), body {} bytes; response {} headers ({} bytes), body {} bytes",
+            args.workers,
+            request.len(),
+            request.byte_size(),
+            file.request.body.len(),
+            response.len(),
+            response.byte_size(),
+            file.response.body.len(),
+        );
+        println!(
+            "  {:<30} {:>9} {:>12} {:>14}",
+            "per request", "calls", "fuel (mean)", "hostcalls"
+        );
+        for (export, cost) in &rows {
+            println!(
+                "  {export:<30} {:>9} {:>12} {:>14}",
+                per_request(cost.calls, n),
+                mean_fuel(cost.fuel, n),
+                per_request(cost.hostcalls, n),
+            );
+        }
+        println!(
+            "  {:<30} {:>9} {:>12} {:>14}",
+            "total",
+            per_request(total.calls, n),
+            mean_fuel(total.fuel, n),
+            per_request(total.hostcalls, n),
+        );
+        println!("  fuel/request       min {fuel_min}  max {fuel_max}");
         println!("  memory/VM bytes    {memory:?}");
     }
     Ok(())
@@ -133,7 +244,7 @@ fn run(args: &Args) -> Result<(), String> {
 fn main() -> ExitCode {
     let Some(args) = parse_args() else {
         eprintln!(
-            "usage: pw-bench <module.wasm> [--config file] [--request file] [--requests N] [--workers N] [--name LABEL] [--json]"
+            "usage: pw-bench <module.wasm> [--config file] [--request file] [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json]"
         );
         return ExitCode::from(2);
     };

@@ -10,6 +10,7 @@
 //! load failures, failure policies, the Prometheus export, chains, and the lifecycle of the
 //! real no-op filter on four worker VMs.
 
+mod bench_profile;
 mod chain;
 mod loading;
 mod noop;

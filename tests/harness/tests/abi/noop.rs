@@ -89,3 +89,45 @@ fn two_noop_filters_chain_without_changing_anything() {
     assert_eq!(out.response.body, b"ok");
     assert_eq!(out.phases.len(), 6);
 }
+
+#[test]
+fn export_costs_split_each_request_by_callback() {
+    let shared = SharedState::new();
+    let Some(mut plugin) = load(2, &shared) else {
+        return;
+    };
+    let start_up = plugin.export_costs();
+    for export in ["_initialize", "proxy_on_vm_start", "proxy_on_configure"] {
+        assert_eq!(
+            start_up.get(export).calls,
+            2,
+            "{export}: once per worker VM"
+        );
+    }
+    plugin.reset_export_costs();
+    assert!(plugin.export_costs().is_empty());
+    let (mut fuel, mut hostcalls) = (0, 0);
+    for worker in [0, 1, 0] {
+        let out = plugin
+            .http_request(worker, Request::get("/", "svc.test"), Response::new(200))
+            .unwrap();
+        fuel += out.fuel;
+        hostcalls += out.hostcalls;
+    }
+    let costs = plugin.export_costs();
+    let called: Vec<(&str, u64)> = costs.iter().map(|(e, c)| (e, c.calls)).collect();
+    assert_eq!(
+        called,
+        [
+            ("proxy_on_context_create", 3),
+            ("proxy_on_delete", 3),
+            ("proxy_on_done", 3),
+            ("proxy_on_log", 3),
+            ("proxy_on_request_headers", 3),
+            ("proxy_on_response_headers", 3),
+        ]
+    );
+    assert!(costs.iter().all(|(_, c)| c.fuel > 0));
+    assert_eq!(costs.total().fuel, fuel, "the tally and the outcomes agree");
+    assert_eq!(costs.total().hostcalls, hostcalls);
+}

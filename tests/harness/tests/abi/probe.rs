@@ -256,6 +256,24 @@ fn http_call_pauses_and_the_response_resumes_the_stream() {
 }
 
 #[test]
+fn an_http_call_response_is_tallied_as_its_own_export() {
+    let (shared, mut plugin) = probe("h");
+    shared.set_clusters(["upstream-cluster"]);
+    plugin.reset_export_costs();
+    let out = plugin
+        .http_request_with(0, Request::get("/", "a.test"), Response::new(200), |_| {
+            CallReply::Respond(HttpCallResponse::new(200, "ok"))
+        })
+        .unwrap();
+    let costs = plugin.export_costs();
+    let response = costs.get("proxy_on_http_call_response");
+    assert_eq!(response.calls, 1);
+    assert!(response.hostcalls >= 3, "{response:?}");
+    assert_eq!(costs.total().fuel, out.fuel);
+    assert_eq!(costs.total().hostcalls, out.hostcalls);
+}
+
+#[test]
 fn failed_http_call_is_delivered_with_zero_headers() {
     let (shared, mut plugin) = probe("h");
     shared.set_clusters(["upstream-cluster"]);

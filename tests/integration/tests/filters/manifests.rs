@@ -3,8 +3,9 @@
 //! - every `configuration` in `envoy-local/envoy.yaml` and every `pluginConfig` in `istio/*.yaml`
 //!   configures the real `.wasm` in `meshward-host` (and a broken one is refused);
 //! - every manifest in `istio/` validates against the Istio CRD schemas in
-//!   `../shared/schemas/istio-crds.yaml`, with unknown fields rejected as a typo would be in the
-//!   cluster (structural schemas prune them silently; we fail instead);
+//!   `tests/fixtures/istio/crds.yaml` (istio/api's, trimmed to the kinds and versions we ship; its
+//!   header says how), with unknown fields rejected as a typo would be in the cluster (structural
+//!   schemas prune them silently; we fail instead);
 //! - WasmPlugin and TrafficExtension twins agree, Istio's pluginConfig equals envoy.yaml's
 //!   configuration, and the exported stat tags match envoy.yaml's `stats_tags`.
 //!
@@ -31,10 +32,10 @@ fn repo_root() -> PathBuf {
 }
 
 fn schemas_file() -> PathBuf {
-    let path = repo_root().join("../shared/schemas/istio-crds.yaml");
+    let path = repo_root().join("tests/fixtures/istio/crds.yaml");
     assert!(
         path.exists(),
-        "{} missing: the Istio CRD schemas live in shared/ beside the clone",
+        "{} missing: the Istio CRD schemas the manifests are validated against",
         path.display()
     );
     path
@@ -110,6 +111,21 @@ fn crd_schemas() -> BTreeMap<(String, String), Value> {
         }
     }
     schemas
+}
+
+#[test]
+fn the_crd_fixture_holds_the_kinds_we_ship_and_the_coming_filters_ship() {
+    let versions: Vec<(String, String)> = crd_schemas().into_keys().collect();
+    let expected = [
+        ("extensions.istio.io/v1alpha1", "TrafficExtension"),
+        ("extensions.istio.io/v1alpha1", "WasmPlugin"),
+        ("networking.istio.io/v1", "DestinationRule"),
+        ("networking.istio.io/v1", "ServiceEntry"),
+        ("networking.istio.io/v1", "VirtualService"),
+        ("telemetry.istio.io/v1", "Telemetry"),
+    ]
+    .map(|(api_version, kind)| (api_version.to_owned(), kind.to_owned()));
+    assert_eq!(versions, expected, "{}", schemas_file().display());
 }
 
 /// Turns a Kubernetes structural schema into a strict JSON Schema (draft 4, which OpenAPI v3
