@@ -29,27 +29,33 @@
 //! A bad pattern is an [`InvalidConfig`] whose path is relative to the match object
 //! (e.g. `path.glob`, `hosts[1]`); wrap it with [`InvalidConfig::within`].
 
-use crate::config::{ConfigError, InvalidConfig};
-use crate::json::{Field, FromJson, Json};
+use serde::Deserialize;
+
+use crate::config::{InvalidConfig, null_as_default};
 use crate::request::{RequestView, host_without_port};
 
 // === raw config ===
 
 /// The JSON form of a [`RouteMatch`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RawRouteMatch {
     /// Host patterns, any of which may match.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub hosts: Vec<String>,
     /// Path condition.
     pub path: Option<RawPathMatch>,
     /// HTTP methods, any of which may match.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub methods: Vec<String>,
     /// Header conditions, all of which must hold.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub headers: Vec<RawHeaderMatch>,
 }
 
 /// The JSON form of a [`PathMatch`]: `{"exact": …}`, `{"prefix": …}` or `{"glob": …}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum RawPathMatch {
     /// The whole path (without query) equals this.
     Exact(String),
@@ -60,7 +66,8 @@ pub enum RawPathMatch {
 }
 
 /// The JSON form of a [`HeaderMatch`]: a name and exactly one condition.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RawHeaderMatch {
     /// Header name (case-insensitive).
     pub name: String,
@@ -78,64 +85,7 @@ pub struct RawHeaderMatch {
     pub contains: Option<String>,
 }
 
-impl FromJson for RawRouteMatch {
-    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
-        let mut object = field.object()?;
-        let raw = Self {
-            hosts: object.or_default("hosts")?,
-            path: object.optional("path")?,
-            methods: object.or_default("methods")?,
-            headers: object.or_default("headers")?,
-        };
-        object.finish()?;
-        Ok(raw)
-    }
-}
-
-impl FromJson for RawPathMatch {
-    /// Exactly one of `{"exact": …}`, `{"prefix": …}`, `{"glob": …}`.
-    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
-        const EXPECTED: &str = "expected `exact`, `prefix` or `glob`";
-        let Json::Object(members) = field.json() else {
-            return Err(field.error(format!(
-                "invalid type: {}, expected an object with one of `exact`, `prefix` or `glob`",
-                field.json().kind()
-            )));
-        };
-        let [(kind, _)] = members.as_slice() else {
-            return Err(field.error(format!(
-                "needs exactly one condition, found {}; {EXPECTED}",
-                members.len()
-            )));
-        };
-        let mut object = field.object()?;
-        let raw = match kind.as_str() {
-            "exact" => Self::Exact(object.required("exact")?.parse()?),
-            "prefix" => Self::Prefix(object.required("prefix")?.parse()?),
-            "glob" => Self::Glob(object.required("glob")?.parse()?),
-            other => return Err(field.error(format!("unknown variant `{other}`, {EXPECTED}"))),
-        };
-        object.finish()?;
-        Ok(raw)
-    }
-}
-
-impl FromJson for RawHeaderMatch {
-    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
-        let mut object = field.object()?;
-        let raw = Self {
-            name: object.required("name")?.parse()?,
-            present: object.optional("present")?,
-            absent: object.optional("absent")?,
-            exact: object.optional("exact")?,
-            prefix: object.optional("prefix")?,
-            suffix: object.optional("suffix")?,
-            contains: object.optional("contains")?,
-        };
-        object.finish()?;
-        Ok(raw)
-    }
-}
+crate::object_only!(RawRouteMatch, RawHeaderMatch);
 
 // === hosts ===
 
@@ -915,25 +865,29 @@ mod tests {
         assert!(err.reason().contains("unknown variant `regex`"), "{err}");
         let err = parse_raw::<RawRouteMatch>(br#"{"host": ["a"]}"#).unwrap_err();
         assert_eq!(err.path(), "host");
+        for shape in [
+            r#"{}"#,
+            r#"{"exact": "/a", "prefix": "/b"}"#,
+            "true",
+            r#"["/a"]"#,
+        ] {
+            let json = format!(r#"{{"path": {shape}}}"#);
+            let err = parse_raw::<RawRouteMatch>(json.as_bytes()).unwrap_err();
+            assert_eq!(err.path(), "path", "{json}: {err}");
+            assert!(err.reason().starts_with("invalid value"), "{json}: {err}");
+        }
+        let raw = parse_raw::<RawRouteMatch>(br#"{"hosts": null, "path": null}"#).unwrap();
+        assert_eq!(raw, RawRouteMatch::default());
     }
 
-    #[derive(Debug)]
+    #[derive(Debug, Deserialize)]
+    #[serde(remote = "Self", deny_unknown_fields)]
     struct RawRule {
+        #[serde(rename = "match")]
         route: RawRouteMatch,
         backend: String,
     }
-
-    impl FromJson for RawRule {
-        fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
-            let mut object = field.object()?;
-            let raw = Self {
-                route: object.required("match")?.parse()?,
-                backend: object.required("backend")?.parse()?,
-            };
-            object.finish()?;
-            Ok(raw)
-        }
-    }
+    crate::object_only!(RawRule);
 
     #[test]
     fn first_match_wins_in_order() {
