@@ -8,8 +8,8 @@
 //! on a status Envoy returns, and send local replies with their `details`.
 //!
 //! Also here, each once: metrics defined at configure time and updated by index
-//! ([`metrics`]), streams waiting on the root context ([`waiters`]), configuration glue and the
-//! failure mode ([`config`], [`plugin`]), ids and hex ([`ids`]), IP/CIDR parsing ([`net`]),
+//! ([`metrics`]), streams waiting on the root context ([`waiters`]), configuration (serde derive +
+//! serde_json, strict, errors with JSON paths) and the failure mode ([`config`], [`plugin`]), ids and hex ([`ids`]), IP/CIDR parsing ([`net`]),
 //! logging ([`log`]) and the serialized header map ([`header_map`]).
 #![warn(missing_docs)]
 
@@ -20,7 +20,6 @@ pub mod effects;
 pub mod header_map;
 pub mod host;
 pub mod ids;
-pub mod json;
 pub mod log;
 pub mod metrics;
 pub mod net;

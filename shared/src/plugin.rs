@@ -22,24 +22,21 @@
 use crate::config::{ConfigError, parse_config};
 use crate::effects::Action;
 use crate::host::{BufferKind, Host, LocalReply, LogLevel};
-use crate::json::{Field, FromJson};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// What a filter does when it cannot do its job (host failure, exhausted shared-data retries,
 /// unreachable backend…) — separate from Istio's `failStrategy`, which covers VM failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// In JSON: `"deny"` or `"allow"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum FailureMode {
     /// Reject the request with a 503 (the safe default).
     #[default]
     Deny,
     /// Let the request through unchanged.
     Allow,
-}
-
-impl FromJson for FailureMode {
-    /// `"deny"` or `"allow"`.
-    fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
-        field.variant(&[("deny", Self::Deny), ("allow", Self::Allow)])
-    }
 }
 
 /// The header naming the filter that failed a request (value: the filter name, never the error
@@ -86,7 +83,7 @@ pub fn on_error(
 /// error level through the host and returns `None` (the filter returns `false`).
 pub fn read_plugin_config<Raw, Cfg>(host: &(impl Host + ?Sized)) -> Option<Cfg>
 where
-    Raw: FromJson,
+    Raw: DeserializeOwned,
     Cfg: TryFrom<Raw>,
     Cfg::Error: Into<ConfigError>,
 {
@@ -176,22 +173,11 @@ mod tests {
     use crate::host::HostError;
     use crate::host::mock::{Hostcall, MockHost};
 
-    #[derive(Debug)]
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct RawConfig {
-        failure_mode: FailureMode,
+        failure_mode: Option<FailureMode>,
         max_length: Option<u32>,
-    }
-
-    impl FromJson for RawConfig {
-        fn from_json(field: Field<'_>) -> Result<Self, ConfigError> {
-            let mut object = field.object()?;
-            let raw = Self {
-                failure_mode: object.or_default("failureMode")?,
-                max_length: object.optional("maxLength")?,
-            };
-            object.finish()?;
-            Ok(raw)
-        }
     }
 
     #[derive(Debug, PartialEq)]
@@ -208,7 +194,7 @@ mod tests {
                 return Err(InvalidConfig::at("maxLength", "must be positive"));
             }
             Ok(Config {
-                failure_mode: raw.failure_mode,
+                failure_mode: raw.failure_mode.unwrap_or_default(),
                 max_length,
             })
         }

@@ -51,7 +51,7 @@ fn dist_module(name: &str) -> PathBuf {
     path
 }
 
-fn envoy_config() -> ProxyConfig {
+pub(crate) fn envoy_config() -> ProxyConfig {
     envoy_config::load(&repo_root().join("envoy-local/envoy.yaml")).unwrap()
 }
 
@@ -405,7 +405,7 @@ fn every_envoy_configuration_configures_the_real_wasm() {
 }
 
 /// `(file, filter name from the image url, pluginName, pluginConfig)` of every Wasm resource.
-fn istio_plugins() -> Vec<(String, String, String, Value)> {
+pub(crate) fn istio_plugins() -> Vec<(String, String, String, Value)> {
     istio_manifests()
         .into_iter()
         .filter_map(|(file, manifest)| {
