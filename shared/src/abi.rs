@@ -153,8 +153,7 @@ unsafe extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
-    fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize)
-    -> u32;
+    fn proxy_enqueue_shared_queue(queue_id: u32, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_close_stream(stream_type: u32) -> u32;
     fn proxy_send_local_response(
@@ -223,7 +222,9 @@ unsafe fn adopt(data: *mut u8, size: usize) -> Option<Vec<u8>> {
 }
 
 /// Calls a hostcall that returns a buffer through two out-parameters and adopts the result.
-fn with_return_buffer(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> HostResult<Option<Vec<u8>>> {
+fn with_return_buffer(
+    call: impl FnOnce(*mut *mut u8, *mut usize) -> u32,
+) -> HostResult<Option<Vec<u8>>> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     check(call(&mut data, &mut size))?;
@@ -406,7 +407,13 @@ pub fn resolve_queue(vm_id: &str, name: &str) -> HostResult<Option<u32>> {
     let mut id = 0u32;
     // SAFETY: both slices are alive during the call and only read; `id` is a valid out-parameter.
     let status = unsafe {
-        proxy_resolve_shared_queue(vm_id.as_ptr(), vm_id.len(), name.as_ptr(), name.len(), &mut id)
+        proxy_resolve_shared_queue(
+            vm_id.as_ptr(),
+            vm_id.len(),
+            name.as_ptr(),
+            name.len(),
+            &mut id,
+        )
     };
     match status {
         OK => Ok(Some(id)),
@@ -474,7 +481,11 @@ pub fn send_local_response(
             u32::from(status),
             details.as_ptr(),
             details.len(),
-            if body.is_empty() { null() } else { body.as_ptr() },
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
             body.len(),
             headers.as_ptr(),
             headers.len(),
@@ -499,7 +510,8 @@ pub fn grpc_close(token: u32) -> HostResult<()> {
 pub fn call_status() -> HostResult<(u32, Option<Vec<u8>>)> {
     let mut code = 0u32;
     // SAFETY: `code` and the buffer out-parameters are valid locals.
-    let message = with_return_buffer(|data, size| unsafe { proxy_get_status(&mut code, data, size) })?;
+    let message =
+        with_return_buffer(|data, size| unsafe { proxy_get_status(&mut code, data, size) })?;
     Ok((code, message))
 }
 
@@ -514,7 +526,14 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u
     // SAFETY: both slices are alive during the call and only read; the out-parameters are valid
     // locals provided by `with_return_buffer`.
     with_return_buffer(|data, size| unsafe {
-        proxy_call_foreign_function(name.as_ptr(), name.len(), args.as_ptr(), args.len(), data, size)
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            args.as_ptr(),
+            args.len(),
+            data,
+            size,
+        )
     })
 }
 

@@ -18,7 +18,9 @@
 
 use arrayvec::ArrayVec;
 
-use crate::host::{GrpcCall, Host, HostError, HttpCall, LocalReply, MapKind, PropertyPath, StreamKind};
+use crate::host::{
+    GrpcCall, Host, HostError, HttpCall, LocalReply, MapKind, PropertyPath, StreamKind,
+};
 use crate::metrics::Family;
 
 /// Most header operations one event may produce.
@@ -109,17 +111,29 @@ impl<'a> Effects<'a> {
 
     /// Replace every value of `name` with `value`.
     pub fn set_header(&mut self, name: &'a str, value: &'a [u8]) {
-        Self::push(&mut self.headers, &mut self.overflowed, HeaderOp::Set(name, value));
+        Self::push(
+            &mut self.headers,
+            &mut self.overflowed,
+            HeaderOp::Set(name, value),
+        );
     }
 
     /// Append `value` to `name`.
     pub fn add_header(&mut self, name: &'a str, value: &'a [u8]) {
-        Self::push(&mut self.headers, &mut self.overflowed, HeaderOp::Add(name, value));
+        Self::push(
+            &mut self.headers,
+            &mut self.overflowed,
+            HeaderOp::Add(name, value),
+        );
     }
 
     /// Remove every value of `name`.
     pub fn remove_header(&mut self, name: &'a str) {
-        Self::push(&mut self.headers, &mut self.overflowed, HeaderOp::Remove(name));
+        Self::push(
+            &mut self.headers,
+            &mut self.overflowed,
+            HeaderOp::Remove(name),
+        );
     }
 
     /// Publish a property (filter state) for later filters, access logs and telemetry.
@@ -311,11 +325,23 @@ mod tests {
         effects.count(&family, 0, 1);
         effects.clear_route_cache = true;
         let applied = apply(&host, MapKind::RequestHeaders, &effects).unwrap();
-        assert_eq!(applied, Applied { action: Action::Continue, callout_token: None });
+        assert_eq!(
+            applied,
+            Applied {
+                action: Action::Continue,
+                callout_token: None
+            }
+        );
         assert_eq!(host.request_header("x-new").as_deref(), Some("v"));
-        assert_eq!(host.header_values(MapKind::RequestHeaders, "x-keep"), ["1", "2"]);
+        assert_eq!(
+            host.header_values(MapKind::RequestHeaders, "x-keep"),
+            ["1", "2"]
+        );
         assert_eq!(host.request_header("x-old"), None);
-        assert_eq!(host.property_value(&["meshward_thing"]).as_deref(), Some(&b"p"[..]));
+        assert_eq!(
+            host.property_value(&["meshward_thing"]).as_deref(),
+            Some(&b"p"[..])
+        );
         assert_eq!(host.metric_value("seen_total"), Some(1));
         assert_eq!(host.foreign_calls()[0].0, "clear_route_cache");
     }
@@ -333,13 +359,20 @@ mod tests {
         let applied = apply(&host, MapKind::RequestHeaders, &effects).unwrap();
         assert_eq!(applied.action, Action::Pause);
         let sent = host.local_response().unwrap();
-        assert_eq!((sent.status, sent.details.as_str()), (401, "meshward_jwt_missing"));
+        assert_eq!(
+            (sent.status, sent.details.as_str()),
+            (401, "meshward_jwt_missing")
+        );
     }
 
     #[test]
     fn a_callout_returns_its_token_and_a_pause() {
         let host = MockHost::new();
-        let headers: [(&str, &[u8]); 3] = [(":method", b"GET"), (":path", b"/k"), (":authority", b"idp")];
+        let headers: [(&str, &[u8]); 3] = [
+            (":method", b"GET"),
+            (":path", b"/k"),
+            (":authority", b"idp"),
+        ];
         let mut effects = Effects::new();
         effects.callout = Some(Callout::Http(HttpCall {
             cluster: "idp",
@@ -362,7 +395,10 @@ mod tests {
             effects.set_header("x", b"1");
         }
         assert!(effects.overflowed());
-        assert_eq!(apply(&host, MapKind::RequestHeaders, &effects), Err(ApplyError::Overflow));
+        assert_eq!(
+            apply(&host, MapKind::RequestHeaders, &effects),
+            Err(ApplyError::Overflow)
+        );
         assert_eq!(host.request_header("x"), None);
     }
 
@@ -378,7 +414,10 @@ mod tests {
         effects.set_header("x", b"v");
         assert_eq!(
             apply(&host, MapKind::RequestHeaders, &effects),
-            Err(ApplyError::Host { what: "header", error: HostError::BadArgument })
+            Err(ApplyError::Host {
+                what: "header",
+                error: HostError::BadArgument
+            })
         );
     }
 
@@ -391,9 +430,16 @@ mod tests {
         assert_eq!(host.effective_contexts(), [42]);
         assert_eq!(host.resumed_requests(), 1);
         let mut reply = Effects::new();
-        reply.reply(LocalReply { status: 504, ..LocalReply::default() });
+        reply.reply(LocalReply {
+            status: 504,
+            ..LocalReply::default()
+        });
         resume(&host, 43, &reply).unwrap();
-        assert_eq!(host.resumed_requests(), 1, "a reply does not continue the request");
+        assert_eq!(
+            host.resumed_requests(),
+            1,
+            "a reply does not continue the request"
+        );
         assert_eq!(host.local_response().map(|r| r.status), Some(504));
     }
 }

@@ -30,7 +30,10 @@ fn validate(bytes: &[u8]) -> Option<usize> {
     for i in 0..count {
         let key_len = read_u32(bytes, 4 + i * 8)?;
         let value_len = read_u32(bytes, 8 + i * 8)?;
-        data = data.checked_add(key_len)?.checked_add(value_len)?.checked_add(2)?;
+        data = data
+            .checked_add(key_len)?
+            .checked_add(value_len)?
+            .checked_add(2)?;
         if data > bytes.len() {
             return None;
         }

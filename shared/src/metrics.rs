@@ -155,7 +155,10 @@ mod tests {
             tagged_name("x_total", &[("action", "generated"), ("reason", "a b")]),
             "action=.=generated;.;reason=.=a_b;.;x_total"
         );
-        assert_eq!(tagged_name("x_total", &[("t", "")]), "t=.=__empty__;.;x_total");
+        assert_eq!(
+            tagged_name("x_total", &[("t", "")]),
+            "t=.=__empty__;.;x_total"
+        );
         assert_eq!(stats_tag_regex("action"), r"(action=\.=(.*?);\.;)");
         let long = "v".repeat(100);
         assert_eq!(sanitize_tag_value(&long).len(), MAX_TAG_VALUE_LEN);
@@ -171,14 +174,27 @@ mod tests {
             [&[("action", "allowed")][..], &[("action", "denied")][..]],
         );
         assert_eq!(family.len(), 2);
-        assert_eq!(host.metric_value("action=.=denied;.;requests_total"), Some(0));
+        assert_eq!(
+            host.metric_value("action=.=denied;.;requests_total"),
+            Some(0)
+        );
         let defined = host.metric_definitions();
         family.add(&host, 1, 1);
         family.add(&host, 1, 1);
         family.add(&host, 7, 1); // out of range: ignored, never a panic
-        assert_eq!(host.metric_value("action=.=denied;.;requests_total"), Some(2));
-        assert_eq!(host.metric_value("action=.=allowed;.;requests_total"), Some(0));
-        assert_eq!(host.metric_definitions(), defined, "no definition per request");
+        assert_eq!(
+            host.metric_value("action=.=denied;.;requests_total"),
+            Some(2)
+        );
+        assert_eq!(
+            host.metric_value("action=.=allowed;.;requests_total"),
+            Some(0)
+        );
+        assert_eq!(
+            host.metric_definitions(),
+            defined,
+            "no definition per request"
+        );
     }
 
     #[test]

@@ -262,7 +262,12 @@ mod tests {
     fn deny_replies_503_naming_the_filter_with_details() {
         crate::log::set_filter_name("rate_limit");
         let host = MockHost::new();
-        let action = on_error(&host, FailureMode::Deny, "meshward_rate_limit_error", &HostError::CasMismatch);
+        let action = on_error(
+            &host,
+            FailureMode::Deny,
+            "meshward_rate_limit_error",
+            &HostError::CasMismatch,
+        );
         assert_eq!(action, Action::Pause);
         let reply = host.local_response().unwrap();
         assert_eq!(reply.status, 503);

@@ -1582,9 +1582,11 @@ mod tests {
             ("X-A".to_owned(), "1,2".to_owned()),
         ];
         assert!(matcher.matches(&strings));
-        let map = HeaderMap::from_pairs(
-            [(&b":path"[..], &b"/a?x"[..]), (b"x-a", b"1"), (b"x-a", b"2")].into_iter(),
-        );
+        let map = HeaderMap::from_pairs([
+            (&b":path"[..], &b"/a?x"[..]),
+            (b"x-a", b"1"),
+            (b"x-a", b"2"),
+        ]);
         assert!(matcher.matches(&map));
     }
 

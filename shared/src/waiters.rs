@@ -121,7 +121,11 @@ mod tests {
         waiters.wait(11, "jwks-b", 50).unwrap();
         waiters.wait(12, "jwks-a", 200).unwrap();
         assert_eq!(waiters.wait(13, "jwks-a", 300), Err(Full(3)));
-        let a: Vec<u32> = waiters.take("jwks-a").iter().map(|w| w.context_id).collect();
+        let a: Vec<u32> = waiters
+            .take("jwks-a")
+            .iter()
+            .map(|w| w.context_id)
+            .collect();
         assert_eq!(a, [10, 12]);
         assert!(!waiters.any_waiting_for("jwks-a"));
         assert!(waiters.take_expired(49).is_empty());

@@ -7,7 +7,9 @@
 //! A present `b3` header wins over the multi headers. 64-bit trace ids are left-padded with zeros
 //! to 128 bits, as Zipkin does when it talks to W3C systems.
 
-use crate::traceparent::{decode_lower_hex, push_hex, trim_ows};
+use meshward_core::ids::{decode_lower_hex, encode_hex_to};
+
+use crate::traceparent::trim_ows;
 
 /// Single-header name.
 pub const SINGLE: &str = "b3";
@@ -174,27 +176,35 @@ pub fn read(headers: &B3Headers<'_>) -> Result<Option<B3>, InvalidB3> {
     }
 }
 
+/// Length of a `b3` single-header value this filter writes.
+pub const SINGLE_LEN: usize = 32 + 1 + 16 + 2;
+
 /// The `b3` single-header value for a context: `{trace32}-{span}-{0|1}`.
-pub fn format_single(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> String {
-    let mut out = String::with_capacity(32 + 1 + 16 + 2);
-    push_hex(&mut out, trace_id);
-    out.push('-');
-    push_hex(&mut out, span_id);
-    out.push_str(if sampled { "-1" } else { "-0" });
+pub fn encode_single(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> [u8; SINGLE_LEN] {
+    let mut out = [b'-'; SINGLE_LEN];
+    if let Some(trace) = out.get_mut(0..32) {
+        encode_hex_to(trace_id, trace);
+    }
+    if let Some(span) = out.get_mut(33..49) {
+        encode_hex_to(span_id, span);
+    }
+    if let Some(flag) = out.get_mut(50) {
+        *flag = if sampled { b'1' } else { b'0' };
+    }
     out
 }
 
 /// The multi-header values for a context: `(x-b3-traceid, x-b3-spanid, x-b3-sampled)`.
-pub fn format_multi(
+pub fn encode_multi(
     trace_id: &[u8; 16],
     span_id: &[u8; 8],
     sampled: bool,
-) -> (String, String, &'static str) {
-    let mut trace = String::with_capacity(32);
-    push_hex(&mut trace, trace_id);
-    let mut span = String::with_capacity(16);
-    push_hex(&mut span, span_id);
-    (trace, span, if sampled { "1" } else { "0" })
+) -> ([u8; 32], [u8; 16], &'static [u8]) {
+    let mut trace = [0u8; 32];
+    encode_hex_to(trace_id, &mut trace);
+    let mut span = [0u8; 16];
+    encode_hex_to(span_id, &mut span);
+    (trace, span, if sampled { b"1" } else { b"0" })
 }
 
 #[cfg(test)]
@@ -324,13 +334,17 @@ mod tests {
         let trace = [0xab; 16];
         let span = [0x01; 8];
         assert_eq!(
-            format_single(&trace, &span, true),
-            format!("{}-{}-1", "ab".repeat(16), "01".repeat(8))
+            encode_single(&trace, &span, true).as_slice(),
+            format!("{}-{}-1", "ab".repeat(16), "01".repeat(8)).as_bytes()
         );
-        let (t, s, sampled) = format_multi(&trace, &span, false);
+        let (t, s, sampled) = encode_multi(&trace, &span, false);
         assert_eq!(
-            (t.as_str(), s.as_str(), sampled),
-            ("ab".repeat(16).as_str(), "01".repeat(8).as_str(), "0")
+            (&t[..], &s[..], sampled),
+            (
+                "ab".repeat(16).as_bytes(),
+                "01".repeat(8).as_bytes(),
+                &b"0"[..]
+            )
         );
     }
 }

@@ -39,7 +39,7 @@ pub struct RawConfig {
     /// What the response carries.
     pub response: Option<RawResponse>,
     /// Set the `meshward_request_id` and `meshward_trace_id` filter-state properties (default
-    /// true).
+    /// false: two hostcalls per request, for other filters and access logs that read them).
     pub properties: Option<bool>,
     /// What to do when the proxy fails a call the filter needs (default `allow`).
     pub failure_mode: Option<FailureMode>,
@@ -247,17 +247,10 @@ meshward_core::object_only!(
     RawResponse,
 );
 
-/// What to do when the proxy fails a hostcall the filter needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub enum FailureMode {
-    /// Let the request through untouched (an id is never worth an outage).
-    #[default]
-    Allow,
-    /// Reply 500.
-    Deny,
-}
+/// What to do when the proxy fails a hostcall the filter needs: the core's failure mode
+/// (`allow`: continue untouched; `deny`: 503 with `details` `meshward_trace_id_error`). trace-id
+/// defaults to `allow`: an id is never worth an outage.
+pub use meshward_core::plugin::FailureMode;
 
 /// The JSON Schema of the configuration (draft 2020-12), as committed in
 /// `filters/trace-id/config.schema.json`.
@@ -357,7 +350,7 @@ impl Default for Config {
             echo_request_id: true,
             traceresponse: false,
             server_timing: false,
-            properties: true,
+            properties: false,
             failure_mode: FailureMode::Allow,
         })
     }
@@ -504,8 +497,9 @@ impl TryFrom<RawConfig> for Config {
             echo_request_id: response.echo_request_id.unwrap_or(true),
             traceresponse: response.traceresponse.unwrap_or_default(),
             server_timing: response.server_timing.unwrap_or_default(),
-            properties: raw.properties.unwrap_or(true),
-            failure_mode: raw.failure_mode.unwrap_or_default(),
+            // Off unless asked for: filter state costs two hostcalls per request.
+            properties: raw.properties.unwrap_or(false),
+            failure_mode: raw.failure_mode.unwrap_or(FailureMode::Allow),
         })
     }
 }
@@ -572,7 +566,7 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Hop);
         assert_eq!(cfg.sampling, Sampling::Fixed(false));
         assert_eq!(cfg.tracestate_max_length, 512);
-        assert!(cfg.echo_request_id && cfg.properties);
+        assert!(cfg.echo_request_id && !cfg.properties);
         assert!(!cfg.b3_read && !cfg.traceresponse && !cfg.server_timing);
     }
 

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 
 use crate::config::Config;
 use crate::conformance_cases::{PARENT, TRACE, Trace, cases, problems};
-use crate::logic::TraceAction;
 use crate::logic::tests::{apply, counter, decide, get, headers};
+use crate::outcome::TraceAction;
 use crate::traceparent;
 use crate::tracestate::TraceState;
 
@@ -78,7 +78,7 @@ fn random_flag_is_preserved_when_the_trace_id_is_kept() {
 
 #[test]
 fn duplicate_keys_are_counted_and_forwarded_per_mode() {
-    use crate::logic::{Outcome, StateAction};
+    use crate::outcome::{Outcome, StateAction};
     let input = headers(&[
         ("traceparent", format!("00-{TRACE}-{PARENT}-01").as_bytes()),
         ("tracestate", b"foo=1,bar=2,foo=3"),
@@ -145,6 +145,9 @@ proptest! {
             prop_assert!(crate::request_id::validate(rids[0], cfg.request_id.max_length, cfg.request_id.validation).is_ok());
             let states = get_bytes(&out, "tracestate");
             if cfg.mode != crate::config::Mode::Passthrough {
+                // An empty field reads as absent through Envoy's `request.headers` view and is
+                // left alone (it carries nothing); anything else is one valid combined list.
+                let states: Vec<&[u8]> = states.into_iter().filter(|s| !s.is_empty()).collect();
                 prop_assert!(states.len() <= 1);
                 if let Some(state) = states.first() {
                     let parsed = TraceState::parse_headers(&[*state]);
@@ -156,8 +159,7 @@ proptest! {
                 let parsed = TraceState::parse_headers(&states);
                 prop_assert!(parsed.is_ok());
             }
-            let response = crate::logic::decide_response(&cfg, Some(&decision.memo()));
-            prop_assert!(!response.is_empty());
+            prop_assert!(!decision.request_id.is_empty());
         }
     }
 }

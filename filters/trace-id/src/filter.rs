@@ -1,139 +1,228 @@
-//! The glue between the proxy and the pure decisions, written against the [`Host`] trait so it
+//! The glue between the proxy and the pure decisions, written against the core's [`Host`] so it
 //! runs natively against `MockHost` in tests; `plugin` only forwards proxy-wasm callbacks here.
+//!
+//! Per request: read the few headers the configuration needs, one by one (Envoy's
+//! `request.headers.<name>` view joins duplicates, which the rules need to see), draw 40 random
+//! bytes once, decide, apply the effects. Nothing is read that the decision does not use.
 
-use meshward_core::host::{Host, HostError, LocalResponse, LogLevel, MapKind};
-use meshward_core::ids::HostRandom;
-use meshward_core::request::RequestView;
+use meshward_core::effects::{self, Action, ApplyError, Effects};
+use meshward_core::host::{Host, HostError, LogLevel, MapKind, PropertyPath};
+use meshward_core::plugin::on_error;
 
-use crate::config::{self, Config, FailureMode, Policy};
-use crate::logic::{self, HeaderOp, ResponseMemo};
-use crate::metrics::{HOST_FAILURES, Metrics};
+use crate::config::{self, Config, Policy};
+use crate::logic::{B3_HEADERS, Decision, Incoming, RANDOM_BYTES, TRACEPARENT, TRACESTATE};
+use crate::metrics::{Metrics, Phase};
 use crate::request_id::parse_peer_address;
 
-/// What the proxy should do with the stream after the request headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Flow {
-    /// Forward the request.
-    Continue,
-    /// A local reply was sent (`failureMode: deny` after a host failure); stop the request.
-    Stop,
+/// `details` of the local reply `failureMode: deny` sends (shown in access logs).
+pub const FAILURE_DETAILS: &str = "meshward_trace_id_error";
+
+static SOURCE_ADDRESS: PropertyPath = PropertyPath::from_static("source\0address");
+
+fn request_header(name: &str) -> PropertyPath {
+    PropertyPath::new(&["request", "headers", name])
 }
 
-/// Reads and validates the plugin configuration, logging the reason when it is invalid.
-pub fn configure(host: &(impl Host + ?Sized), bytes: &[u8]) -> Option<Config> {
-    match config::parse(bytes) {
-        Ok(cfg) => Some(cfg),
-        Err(e) => {
-            host.log(
-                LogLevel::Error,
-                &format!("trace-id: invalid plugin config: {e}"),
-            );
-            None
-        }
+/// The property paths of every header the configuration reads, built once at configure time.
+#[derive(Debug)]
+struct Paths {
+    /// `requestId.header`, then each alias.
+    request_id: Vec<PropertyPath>,
+    original_id: Option<PropertyPath>,
+    traceparent: PropertyPath,
+    tracestate: PropertyPath,
+    /// Read only when B3 is read or written.
+    b3: Option<[PropertyPath; 6]>,
+}
+
+/// One configured filter on one VM: configuration, metric ids and paths.
+#[derive(Debug)]
+pub struct Filter {
+    /// The validated configuration.
+    pub config: Config,
+    /// Metric families (ids of this VM).
+    pub metrics: Metrics,
+    paths: Paths,
+}
+
+impl Filter {
+    /// Parses the plugin configuration and defines the metrics; logs the reason and returns
+    /// `None` when the configuration is invalid.
+    pub fn configure(host: &(impl Host + ?Sized), bytes: &[u8]) -> Option<Self> {
+        let config = match config::parse(bytes) {
+            Ok(config) => config,
+            Err(e) => {
+                host.log(
+                    LogLevel::Error,
+                    &format!("trace-id: invalid plugin config: {e}"),
+                );
+                return None;
+            }
+        };
+        let rid = &config.request_id;
+        let paths = Paths {
+            request_id: std::iter::once(&rid.header)
+                .chain(&rid.aliases)
+                .map(|name| request_header(name))
+                .collect(),
+            original_id: rid.original_id_header.as_deref().map(request_header),
+            traceparent: request_header(TRACEPARENT),
+            tracestate: request_header(TRACESTATE),
+            b3: (config.b3_read || config.b3_write != config::B3Write::None)
+                .then(|| B3_HEADERS.map(request_header)),
+        };
+        Some(Self {
+            metrics: Metrics::define(host),
+            config,
+            paths,
+        })
     }
 }
 
-fn apply(host: &(impl Host + ?Sized), map: MapKind, ops: &[HeaderOp]) -> Result<(), HostError> {
-    for op in ops {
-        match op {
-            HeaderOp::Set(name, value) => host.set_header(map, name, value.as_bytes())?,
-            HeaderOp::Add(name, value) => host.add_header(map, name, value.as_bytes())?,
-            HeaderOp::Remove(name) => host.remove_header(map, name)?,
-        }
-    }
-    Ok(())
+/// The values read from the proxy for one request; [`Incoming`] borrows them.
+#[derive(Default)]
+struct Read {
+    request_id: Option<(usize, Vec<u8>)>,
+    original_id_present: bool,
+    traceparent: Option<Vec<u8>>,
+    tracestate: Option<Vec<u8>>,
+    b3: [Option<Vec<u8>>; 6],
+    source_ip: Option<std::net::IpAddr>,
 }
 
-fn decide_and_apply(
-    cfg: &Config,
-    metrics: &Metrics,
-    host: &(impl Host + ?Sized),
-) -> Result<ResponseMemo, HostError> {
-    let view = RequestView::from_host(host)?;
+fn read(filter: &Filter, host: &(impl Host + ?Sized)) -> Result<Read, HostError> {
+    let paths = &filter.paths;
+    let mut out = Read::default();
+    for (i, path) in paths.request_id.iter().enumerate() {
+        if let Some(value) = host.property(path)? {
+            out.request_id = Some((i, value));
+            break;
+        }
+    }
+    if let Some(path) = &paths.original_id {
+        out.original_id_present = host.property(path)?.is_some();
+    }
+    out.traceparent = host.property(&paths.traceparent)?;
+    out.tracestate = host.property(&paths.tracestate)?;
+    if let Some(b3) = &paths.b3 {
+        for (slot, path) in out.b3.iter_mut().zip(b3) {
+            *slot = host.property(path)?;
+        }
+    }
     // Only the trusted-peer policy needs the peer address: skip the hostcall otherwise.
-    let source_ip = if cfg.request_id.policy == Policy::KeepIfTrusted {
-        host.property(&["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|raw| parse_peer_address(&raw))
-    } else {
-        None
-    };
-    let decision = logic::decide_request(cfg, &view, source_ip, &mut HostRandom(host))?;
-    apply(host, MapKind::RequestHeaders, &decision.header_ops)?;
-    for (name, value) in &decision.properties {
-        if let Err(e) = host.set_property(&[name], value.as_bytes()) {
-            host.log(
-                LogLevel::Warn,
-                &format!("trace-id: cannot set property {name}: {e}"),
-            );
-        }
+    if filter.config.request_id.policy == Policy::KeepIfTrusted {
+        out.source_ip = host
+            .property(&SOURCE_ADDRESS)?
+            .and_then(|raw| parse_peer_address(&raw));
     }
-    metrics.record(host, &decision);
-    Ok(decision.memo())
+    Ok(out)
 }
 
-/// Request headers phase: returns what to do next and what the response phase needs.
-pub fn on_request_headers(
-    cfg: &Config,
-    metrics: &Metrics,
-    host: &(impl Host + ?Sized),
-) -> (Flow, Option<ResponseMemo>) {
-    match decide_and_apply(cfg, metrics, host) {
-        Ok(memo) => (Flow::Continue, Some(memo)),
-        Err(e) => {
-            metrics.increment(host, HOST_FAILURES, &[("phase", "request")]);
-            host.log(
-                LogLevel::Error,
-                &format!("trace-id: request headers: host failure: {e}"),
-            );
-            match cfg.failure_mode {
-                FailureMode::Allow => (Flow::Continue, None),
-                FailureMode::Deny => {
-                    let reply = LocalResponse {
-                        status: 500,
-                        details: "meshward_trace_id_host_failure".to_owned(),
-                        ..LocalResponse::default()
-                    };
-                    if let Err(e) = host.send_local_response(&reply) {
-                        host.log(
-                            LogLevel::Error,
-                            &format!("trace-id: cannot send local reply: {e}"),
-                        );
-                        return (Flow::Continue, None);
-                    }
-                    (Flow::Stop, None)
-                }
+impl Read {
+    fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            request_id: self.request_id.as_ref().map(|(i, v)| (*i, v.as_slice())),
+            original_id_present: self.original_id_present,
+            traceparent: self.traceparent.as_deref(),
+            tracestate: self.tracestate.as_deref(),
+            b3: match &self.b3 {
+                [a, b, c, d, e, f] => [
+                    a.as_deref(),
+                    b.as_deref(),
+                    c.as_deref(),
+                    d.as_deref(),
+                    e.as_deref(),
+                    f.as_deref(),
+                ],
+            },
+            source_ip: self.source_ip,
+        }
+    }
+}
+
+fn reading(error: HostError) -> ApplyError {
+    ApplyError::Host {
+        what: "read",
+        error,
+    }
+}
+
+/// One stream: what the request phase decided, for the response phase (Envoy's request headers
+/// are gone by then).
+#[derive(Debug, Default)]
+pub struct Stream {
+    decision: Decision,
+    decided: bool,
+}
+
+impl Stream {
+    /// The decision of the request phase, once made.
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decided.then_some(&self.decision)
+    }
+
+    fn request(
+        &mut self,
+        filter: &Filter,
+        host: &(impl Host + ?Sized),
+    ) -> Result<Action, ApplyError> {
+        let read = read(filter, host).map_err(reading)?;
+        let mut random = [0u8; RANDOM_BYTES];
+        host.fill_random(&mut random).map_err(reading)?;
+        self.decision
+            .decide(&filter.config, &read.incoming(), &random);
+        self.decided = true;
+        let decision = &self.decision;
+        let mut effects = Effects::new();
+        decision.request_effects(&filter.config, &filter.metrics, &mut effects);
+        Ok(effects::apply(host, MapKind::RequestHeaders, &effects)?.action)
+    }
+
+    /// Request headers: decide and apply; a host failure is counted and handled by
+    /// `failureMode`.
+    pub fn on_request_headers(&mut self, filter: &Filter, host: &(impl Host + ?Sized)) -> Action {
+        match self.request(filter, host) {
+            Ok(action) => action,
+            Err(error) => {
+                self.decided = false;
+                filter
+                    .metrics
+                    .host_failures
+                    .add(host, Phase::Request as usize, 1);
+                on_error(host, filter.config.failure_mode, FAILURE_DETAILS, &error)
             }
         }
     }
-}
 
-/// Response headers phase (also for local replies of later filters): echo what was decided.
-pub fn on_response_headers(
-    cfg: &Config,
-    metrics: &Metrics,
-    host: &(impl Host + ?Sized),
-    memo: Option<&ResponseMemo>,
-) {
-    let ops = logic::decide_response(cfg, memo);
-    if let Err(e) = apply(host, MapKind::ResponseHeaders, &ops) {
-        metrics.increment(host, HOST_FAILURES, &[("phase", "response")]);
-        host.log(
-            LogLevel::Warn,
-            &format!("trace-id: response headers: host failure: {e}"),
-        );
+    /// Response headers (also of local replies from later filters): echo what was decided.
+    pub fn on_response_headers(&self, filter: &Filter, host: &(impl Host + ?Sized)) -> Action {
+        let Some(decision) = self.decision() else {
+            return Action::Continue;
+        };
+        let server_timing = decision.server_timing();
+        let mut effects = Effects::new();
+        decision.response_effects(&filter.config, &server_timing, &mut effects);
+        if let Err(error) = effects::apply(host, MapKind::ResponseHeaders, &effects) {
+            filter
+                .metrics
+                .host_failures
+                .add(host, Phase::Response as usize, 1);
+            ::log::warn!("response headers: {error}");
+        }
+        Action::Continue
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
     use meshward_core::host::mock::{Hostcall, MockHost};
 
     use super::*;
 
-    fn cfg(json: &str) -> Config {
-        config::parse(json.as_bytes()).unwrap()
+    fn filter(host: &MockHost, json: &str) -> Filter {
+        Filter::configure(host, json.as_bytes()).unwrap()
     }
 
     #[test]
@@ -141,22 +230,30 @@ mod tests {
         let host = MockHost::new()
             .with_request_header(":method", "GET")
             .with_random_seed(7);
-        let cfg = cfg(r#"{"response": {"serverTiming": true}}"#);
-        let metrics = Metrics::default();
-        let (flow, memo) = on_request_headers(&cfg, &metrics, &host);
-        assert_eq!(flow, Flow::Continue);
-        let memo = memo.unwrap();
+        let filter = filter(
+            &host,
+            r#"{"response": {"serverTiming": true}, "properties": true}"#,
+        );
+        let mut stream = Stream::default();
+        assert_eq!(stream.on_request_headers(&filter, &host), Action::Continue);
+        let decision = stream.decision().unwrap();
+        let id = String::from_utf8(decision.request_id().to_vec()).unwrap();
+        let tp = String::from_utf8(decision.traceparent().to_vec()).unwrap();
         assert_eq!(
             host.request_header("x-request-id").as_deref(),
-            Some(memo.request_id.as_str())
+            Some(id.as_str())
         );
         assert_eq!(
             host.request_header("traceparent").as_deref(),
-            Some(memo.traceparent.as_str())
+            Some(tp.as_str())
         );
         assert_eq!(
             host.property_value(&["meshward_request_id"]).as_deref(),
-            Some(memo.request_id.as_bytes())
+            Some(id.as_bytes())
+        );
+        assert_eq!(
+            host.property_value(&["meshward_trace_id"]).as_deref(),
+            tp.as_bytes().get(3..35)
         );
         assert_eq!(
             host.metric_value(
@@ -168,27 +265,55 @@ mod tests {
             MapKind::ResponseHeaders,
             vec![(":status".to_owned(), b"200".to_vec())],
         );
-        on_response_headers(&cfg, &metrics, &host, Some(&memo));
+        stream.on_response_headers(&filter, &host);
         assert_eq!(
             host.header_values(MapKind::ResponseHeaders, "x-request-id"),
-            std::slice::from_ref(&memo.request_id)
+            [id]
         );
         assert_eq!(
             host.header_values(MapKind::ResponseHeaders, "server-timing"),
-            [format!("traceparent;desc=\"{}\"", memo.traceparent)]
+            [format!("traceparent;desc=\"{tp}\"")]
         );
     }
 
     #[test]
-    fn trusted_policy_reads_the_peer_address() {
-        let cfg =
-            cfg(r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#);
+    fn reads_only_what_the_configuration_needs() {
+        let host = MockHost::new().with_request_header("x-request-id", "client-1");
+        let filter = filter(&host, "{}");
+        Stream::default().on_request_headers(&filter, &host);
+        // No peer address, no B3 and no properties by default.
+        assert!(host.properties_set().is_empty());
         let host = MockHost::new()
-            .with_request_header(":method", "GET")
             .with_request_header("x-request-id", "client-1")
             .with_property(&["source", "address"], "10.0.0.7:41000");
-        let (_, memo) = on_request_headers(&cfg, &Metrics::default(), &host);
-        assert_eq!(memo.unwrap().request_id, "client-1");
+        let trusted = self::filter(
+            &host,
+            r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#,
+        );
+        let mut stream = Stream::default();
+        stream.on_request_headers(&trusted, &host);
+        assert_eq!(stream.decision().unwrap().request_id(), b"client-1");
+    }
+
+    #[test]
+    fn duplicated_headers_are_seen_through_the_joined_view() {
+        let host = MockHost::new()
+            .with_request_header("x-request-id", "a")
+            .with_request_header("x-request-id", "b");
+        let filter = filter(&host, "{}");
+        let mut stream = Stream::default();
+        stream.on_request_headers(&filter, &host);
+        assert_eq!(
+            host.metric_value(
+                "action=.=replaced;.;reason=.=duplicated;.;meshward_trace_id_request_ids_total"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            host.header_values(MapKind::RequestHeaders, "x-request-id")
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -199,29 +324,38 @@ mod tests {
                 .failing_always(Hostcall::SetHeader, HostError::BadArgument)
         };
         let host = failing();
-        let (flow, memo) = on_request_headers(&Config::default(), &Metrics::default(), &host);
-        assert_eq!((flow, memo), (Flow::Continue, None));
+        let allow = filter(&host, "{}");
+        let mut stream = Stream::default();
+        assert_eq!(stream.on_request_headers(&allow, &host), Action::Continue);
+        assert!(stream.decision().is_none());
         assert!(host.local_response().is_none());
-        let host = failing();
-        let (flow, _) = on_request_headers(
-            &cfg(r#"{"failureMode": "deny"}"#),
-            &Metrics::default(),
-            &host,
+        assert_eq!(
+            host.metric_value("phase=.=request;.;meshward_trace_id_host_failures_total"),
+            Some(1)
         );
-        assert_eq!(flow, Flow::Stop);
-        assert_eq!(host.local_response().map(|r| r.status), Some(500));
+        let host = failing();
+        let deny = filter(&host, r#"{"failureMode": "deny"}"#);
+        assert_eq!(
+            Stream::default().on_request_headers(&deny, &host),
+            Action::Pause
+        );
+        let reply = host.local_response().unwrap();
+        assert_eq!(
+            (reply.status, reply.details.as_str()),
+            (503, FAILURE_DETAILS)
+        );
     }
 
     #[test]
     fn invalid_config_is_logged_with_its_path() {
         let host = MockHost::new();
-        assert!(configure(&host, br#"{"requestId": {"maxLength": 0}}"#).is_none());
+        assert!(Filter::configure(&host, br#"{"requestId": {"maxLength": 0}}"#).is_none());
         let logs = host.logs_at_least(LogLevel::Error);
         assert_eq!(logs.len(), 1);
         assert!(
             logs[0].starts_with("trace-id: invalid plugin config: requestId.maxLength: "),
             "{logs:?}"
         );
-        assert!(configure(&host, b"").is_some());
+        assert!(Filter::configure(&host, b"").is_some());
     }
 }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod filter;
 pub mod logic;
 pub mod metrics;
+pub mod outcome;
 pub mod request_id;
 pub mod traceparent;
 pub mod tracestate;

@@ -1,20 +1,25 @@
-//! The filter's decisions as pure functions over plain data.
+//! The filter's decisions as pure functions over plain data: a per-stream [`Decision`] made once
+//! from the few request values the filter reads ([`Incoming`]) and 40 random bytes, then turned
+//! into the core's [`Effects`] for the request ([`Decision::request_effects`]) and for the
+//! response ([`Decision::response_effects`]). Nothing here touches the proxy.
 //!
-//! `decide_request` turns the request header map (read once), the peer address and a source of
-//! randomness into the header mutations, the chosen ids, the properties to publish and the
-//! outcome of each rule (for metrics). `decide_response` turns what the request phase remembered
-//! into the response header mutations. Nothing here touches the proxy.
+//! Cheap by construction: the ids and the `traceparent` are formatted once into fixed arrays of
+//! the decision, effects borrow them, and the header operations of the common path allocate
+//! nothing. Only optional features (a kept client id, `tracestate` rewriting, B3 writing, the
+//! original-id copy) own heap data.
 
 use std::net::IpAddr;
 
-use meshward_core::host::HostResult;
-use meshward_core::ids::{RandomSource, uuid_v4_from_bytes};
-use meshward_core::request::RequestView;
+use meshward_core::effects::Effects;
+use meshward_core::host::PropertyPath;
+use meshward_core::ids::{UUID_LEN, uuid_v4};
 
 use crate::b3::{self, B3, B3Headers};
 use crate::config::{B3Write, Config, Mode, Policy, Sampling};
+use crate::metrics::Metrics;
+use crate::outcome::{IdOutcome, StateOutcome, TraceOutcome};
 use crate::request_id::{self, InvalidRequestId};
-use crate::traceparent::{self, FLAG_RANDOM, FLAG_SAMPLED, TraceParent};
+use crate::traceparent::{self, FLAG_RANDOM, FLAG_SAMPLED, TraceParent, V00_LEN};
 use crate::tracestate::TraceState;
 
 /// Name of the `traceparent` header.
@@ -29,256 +34,133 @@ pub const SERVER_TIMING: &str = "server-timing";
 pub const PROPERTY_REQUEST_ID: &str = "meshward_request_id";
 /// Filter-state property holding the trace id (32 hex).
 pub const PROPERTY_TRACE_ID: &str = "meshward_trace_id";
+/// [`PROPERTY_REQUEST_ID`] as a property path.
+pub static REQUEST_ID_PROPERTY: PropertyPath = PropertyPath::from_static(PROPERTY_REQUEST_ID);
+/// [`PROPERTY_TRACE_ID`] as a property path.
+pub static TRACE_ID_PROPERTY: PropertyPath = PropertyPath::from_static(PROPERTY_TRACE_ID);
 
-/// One mutation of a header map.
+/// Random bytes one request consumes: a UUIDv4 (16), a trace id (16) and a parent id (8).
+pub const RANDOM_BYTES: usize = 40;
+/// Length of the `server-timing` value: `traceparent;desc="<55>"`.
+pub const SERVER_TIMING_LEN: usize = 18 + V00_LEN + 1;
+
+/// The request values trace-id reads. Each is the header's value as Envoy's
+/// `request.headers.<name>` gives it: every occurrence joined by `,` (so a `,` in an id or a
+/// `traceparent` means it was sent twice — neither may contain one — and `tracestate` arrives
+/// already combined, as §3.3.2 requires).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Incoming<'a> {
+    /// The request id and where it was found: index 0 is `requestId.header`, `i` is
+    /// `requestId.aliases[i - 1]` (the first present one is read).
+    pub request_id: Option<(usize, &'a [u8])>,
+    /// Whether `requestId.originalIdHeader` was sent (read only when configured).
+    pub original_id_present: bool,
+    /// `traceparent`.
+    pub traceparent: Option<&'a [u8]>,
+    /// `tracestate`.
+    pub tracestate: Option<&'a [u8]>,
+    /// B3 headers in [`B3_HEADERS`] order (read only when B3 is read or written).
+    pub b3: [Option<&'a [u8]>; 6],
+    /// The direct peer (`source.address`), read only for `keepIfTrusted`.
+    pub source_ip: Option<IpAddr>,
+}
+
+/// The B3 headers, in the order of [`Incoming::b3`].
+pub const B3_HEADERS: [&str; 6] = [
+    b3::SINGLE,
+    b3::TRACE_ID,
+    b3::SPAN_ID,
+    b3::PARENT_SPAN_ID,
+    b3::SAMPLED,
+    b3::FLAGS,
+];
+
+/// The request id now on the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderOp {
-    /// Replace every value of the header.
-    Set(String, String),
-    /// Append a value, keeping existing ones.
-    Add(String, String),
-    /// Remove every value of the header.
-    Remove(String),
+pub enum RequestId {
+    /// Generated here (lower-case hyphenated UUIDv4).
+    Generated([u8; UUID_LEN]),
+    /// The client's, validated.
+    Kept(Box<[u8]>),
 }
 
-/// Source of random bytes (WASI `random_get` in the proxy, seeded closures in tests).
-pub type Random<'a> = &'a mut dyn RandomSource;
-
-/// What happened to the request id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdAction {
-    /// None was sent; a new one was generated.
-    Generated,
-    /// The client's id was kept.
-    Kept,
-    /// The client's id was replaced.
-    Replaced,
-}
-
-/// Why (bounded metric tag values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdReason {
-    /// No id header (nor alias) was sent.
-    Absent,
-    /// The id passed validation.
-    Valid,
-    /// The id passed validation and came from a trusted peer.
-    Trusted,
-    /// The id was valid but the peer is not trusted.
-    Untrusted,
-    /// The policy replaces every id.
-    Policy,
-    /// The id failed validation.
-    Invalid(InvalidRequestId),
-}
-
-impl IdAction {
-    /// Metric tag value.
-    pub const fn as_str(self) -> &'static str {
+impl RequestId {
+    /// The id's bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Self::Generated => "generated",
-            Self::Kept => "kept",
-            Self::Replaced => "replaced",
+            Self::Generated(id) => id,
+            Self::Kept(id) => id,
         }
     }
 }
 
-impl IdReason {
-    /// Metric tag value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Absent => "absent",
-            Self::Valid => "valid",
-            Self::Trusted => "trusted",
-            Self::Untrusted => "untrusted",
-            Self::Policy => "policy",
-            Self::Invalid(e) => e.reason(),
-        }
-    }
-}
-
-/// What happened to the trace context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TraceAction {
-    /// A valid incoming context was continued.
-    Kept,
-    /// There was none; a new trace was started.
-    Started,
-    /// There was one but it was invalid or not trusted; a new trace was started.
-    Restarted,
-}
-
-impl TraceAction {
-    /// Metric tag value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Kept => "kept",
-            Self::Started => "started",
-            Self::Restarted => "restarted",
-        }
-    }
-}
-
-/// What happened to `tracestate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateAction {
-    /// Forwarded (unchanged in `passthrough`, combined into one header in `hop`).
-    Kept,
-    /// Entries were removed to fit `maxLength`.
-    Truncated,
-    /// Removed (invalid, or the trace restarted).
-    Dropped,
-}
-
-impl StateAction {
-    /// Metric tag value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Kept => "kept",
-            Self::Truncated => "truncated",
-            Self::Dropped => "dropped",
-        }
-    }
-}
-
-/// The outcome of one rule, for metrics: an action and a bounded reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome<A> {
-    /// What was done.
-    pub action: A,
-    /// Why (a `&'static str` from a closed set).
-    pub reason: &'static str,
-}
-
-/// Everything the request phase decided.
+/// What happens to `tracestate` on the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestDecision {
-    /// Mutations of the request headers, in order.
-    pub header_ops: Vec<HeaderOp>,
-    /// The request id now on the request.
-    pub request_id: String,
-    /// The context forwarded upstream.
-    pub trace: TraceParent,
+enum StateWrite {
+    /// Leave it as it is (absent, or forwarded unchanged).
+    Untouched,
+    /// Remove it.
+    Remove,
+    /// Replace it with this combined, validated list.
+    Set(String),
+}
+
+/// B3 headers to write next to `traceparent` (boxed in the decision: rare, and large).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum B3Out {
+    Single([u8; b3::SINGLE_LEN]),
+    Multi([u8; 32], [u8; 16], &'static [u8]),
+}
+
+/// Everything the request phase decided for one stream; see the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    request_id: RequestId,
+    /// Index (as in [`Incoming::request_id`]) of the header that already holds the id.
+    id_in_place: Option<usize>,
+    /// A valid client id that was replaced, to copy to `originalIdHeader`.
+    original_id: Option<Box<[u8]>>,
+    remove_original_id: bool,
+    trace: TraceParent,
+    traceparent: [u8; V00_LEN],
+    write_traceparent: bool,
+    tracestate: StateWrite,
+    b3_write: Option<Box<B3Out>>,
+    /// Bit `i` set: B3 header `B3_HEADERS[i]` was sent and must go (it would contradict ours).
+    b3_remove: u8,
     /// Request-id outcome.
-    pub id_outcome: Outcome<IdAction>,
+    pub id: IdOutcome,
     /// Trace-context outcome.
-    pub trace_outcome: Outcome<TraceAction>,
+    pub trace_outcome: TraceOutcome,
     /// `tracestate` outcome, when one was received.
-    pub state_outcome: Option<Outcome<StateAction>>,
-    /// Filter-state properties to set (`name`, value).
-    pub properties: Vec<(&'static str, String)>,
+    pub state: Option<StateOutcome>,
 }
 
-impl RequestDecision {
-    /// What the response phase needs (request headers are gone by then).
-    pub fn memo(&self) -> ResponseMemo {
-        ResponseMemo {
-            request_id: self.request_id.clone(),
-            traceparent: self.trace.format(),
-        }
-    }
-}
-
-/// What the request phase leaves for the response phase.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseMemo {
-    /// The request id.
-    pub request_id: String,
-    /// The forwarded `traceparent`.
-    pub traceparent: String,
-}
-
-fn values<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-        .collect()
-}
-
-fn random_nonzero<const N: usize>(random: Random<'_>) -> HostResult<[u8; N]> {
-    let mut bytes = [0u8; N];
-    random.fill_random(&mut bytes)?;
+fn nonzero<const N: usize>(mut bytes: [u8; N]) -> [u8; N] {
     if bytes.iter().all(|b| *b == 0) {
-        // An all-zero id is invalid (§3.2.2.3/4); a broken or seeded source must not produce one.
+        // An all-zero id is invalid (§3.2.2.3/4); a broken or fixed source must not produce one.
         if let Some(last) = bytes.last_mut() {
             *last = 1;
         }
     }
-    Ok(bytes)
+    bytes
 }
 
-// === request id ===
-
-fn decide_request_id(
-    cfg: &Config,
-    headers: &[(String, Vec<u8>)],
-    source_ip: Option<IpAddr>,
-    random: Random<'_>,
-    ops: &mut Vec<HeaderOp>,
-) -> HostResult<(String, Outcome<IdAction>)> {
-    let rid = &cfg.request_id;
-    let main = values(headers, &rid.header);
-    let incoming = if main.is_empty() {
-        rid.aliases
-            .iter()
-            .map(|alias| values(headers, alias))
-            .find(|v| !v.is_empty())
-            .unwrap_or_default()
-    } else {
-        main.clone()
-    };
-    let checked = match incoming.as_slice() {
-        [] => None,
-        [one] => Some(request_id::validate(one, rid.max_length, rid.validation)),
-        _ => Some(Err(InvalidRequestId::Duplicated)),
-    };
-    let trusted = || source_ip.is_some_and(|ip| rid.trusted_cidrs.iter().any(|c| c.contains(ip)));
-    let (kept, action, reason) = match checked {
-        None => (None, IdAction::Generated, IdReason::Absent),
-        Some(Err(e)) => (None, IdAction::Replaced, IdReason::Invalid(e)),
-        Some(Ok(id)) => match rid.policy {
-            Policy::KeepIfValid => (Some(id), IdAction::Kept, IdReason::Valid),
-            Policy::AlwaysReplace => (Some(id), IdAction::Replaced, IdReason::Policy),
-            Policy::KeepIfTrusted if trusted() => (Some(id), IdAction::Kept, IdReason::Trusted),
-            Policy::KeepIfTrusted => (Some(id), IdAction::Replaced, IdReason::Untrusted),
-        },
-    };
-    let (id, copy) = match (action, kept) {
-        (IdAction::Kept, Some(id)) => (id, None),
-        // Only a valid id is copied: an invalid one is exactly what must not reach the logs.
-        (_, original) => (uuid_v4_from_bytes(random_nonzero(random)?), original),
-    };
-    if let Some(header) = &rid.original_id_header {
-        match copy {
-            Some(original) => ops.push(HeaderOp::Set(header.clone(), original)),
-            // A client must not be able to forge the "original id" header.
-            None if !values(headers, header).is_empty() => {
-                ops.push(HeaderOp::Remove(header.clone()))
-            }
-            None => {}
-        }
-    }
-    for name in std::iter::once(&rid.header).chain(&rid.aliases) {
-        if values(headers, name) != [id.as_bytes()] {
-            ops.push(HeaderOp::Set(name.clone(), id.clone()));
-        }
-    }
-    Ok((
-        id,
-        Outcome {
-            action,
-            reason: reason.as_str(),
-        },
-    ))
+/// Splits the 40 random bytes into (uuid, trace id, parent id).
+fn split_random(random: &[u8; RANDOM_BYTES]) -> ([u8; 16], [u8; 16], [u8; 8]) {
+    let mut uuid = [0u8; 16];
+    let mut trace = [0u8; 16];
+    let mut parent = [0u8; 8];
+    let (a, rest) = random.split_at(16);
+    let (b, c) = rest.split_at(16);
+    uuid.copy_from_slice(a);
+    trace.copy_from_slice(b);
+    parent.copy_from_slice(c);
+    (uuid, nonzero(trace), nonzero(parent))
 }
 
-// === trace context ===
-
-fn new_trace(cfg: &Config, inherited: Option<bool>, random: Random<'_>) -> HostResult<TraceParent> {
-    let trace_id: [u8; 16] = random_nonzero(random)?;
-    let parent_id: [u8; 8] = random_nonzero(random)?;
-    let sampled = match cfg.sampling {
+fn sampled_for(cfg: &Config, trace_id: &[u8; 16], inherited: Option<bool>) -> bool {
+    match cfg.sampling {
         Sampling::Fixed(sampled) => sampled,
         Sampling::Ratio { threshold } => {
             // The right-most 7 bytes are random (that is what FLAG_RANDOM promises), so the
@@ -290,61 +172,142 @@ fn new_trace(cfg: &Config, inherited: Option<bool>, random: Random<'_>) -> HostR
             u64::from_be_bytes(low) < threshold
         }
         Sampling::Inherit { fallback } => inherited.unwrap_or(fallback),
-    };
-    Ok(TraceParent {
+    }
+}
+
+fn new_trace(
+    cfg: &Config,
+    inherited: Option<bool>,
+    trace_id: [u8; 16],
+    parent_id: [u8; 8],
+) -> TraceParent {
+    let sampled = sampled_for(cfg, &trace_id, inherited);
+    TraceParent {
         trace_id,
         parent_id,
         flags: FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 },
-    })
+    }
 }
 
-fn b3_headers_of(headers: &[(String, Vec<u8>)]) -> [Vec<&[u8]>; 5] {
-    [
-        values(headers, b3::SINGLE),
-        values(headers, b3::TRACE_ID),
-        values(headers, b3::SPAN_ID),
-        values(headers, b3::SAMPLED),
-        values(headers, b3::FLAGS),
-    ]
+/// A joined header value as the list of its occurrences: `,` separates them (at most two are
+/// kept: "more than one" is all the rules need to know).
+#[derive(Debug, Clone, Copy)]
+struct Occurrences<'a> {
+    values: [&'a [u8]; 2],
+    count: usize,
 }
 
-enum Incoming {
-    /// A valid `traceparent` (and whether forwarding it needs a rewrite).
+impl<'a> Occurrences<'a> {
+    fn as_slice(&self) -> &[&'a [u8]] {
+        self.values.get(..self.count).unwrap_or_default()
+    }
+}
+
+fn occurrences(joined: Option<&[u8]>) -> Occurrences<'_> {
+    let (values, count) = match joined {
+        None => ([&[][..], &[]], 0),
+        Some(value) => match value.iter().position(|b| *b == b',') {
+            None => ([value, &[]], 1),
+            Some(at) => (
+                [
+                    value.get(..at).unwrap_or_default(),
+                    value.get(at + 1..).unwrap_or_default(),
+                ],
+                2,
+            ),
+        },
+    };
+    Occurrences { values, count }
+}
+
+// === request id ===
+
+fn decide_request_id(
+    cfg: &Config,
+    incoming: &Incoming<'_>,
+    uuid: [u8; 16],
+) -> (RequestId, Option<usize>, Option<Box<[u8]>>, IdOutcome) {
+    let rid = &cfg.request_id;
+    let checked = incoming.request_id.map(|(source, value)| {
+        let validated = if value.contains(&b',') {
+            Err(InvalidRequestId::Duplicated)
+        } else {
+            request_id::validate(value, rid.max_length, rid.validation)
+        };
+        (source, validated)
+    });
+    let trusted = || {
+        incoming
+            .source_ip
+            .is_some_and(|ip| rid.trusted_cidrs.iter().any(|c| c.contains(ip)))
+    };
+    let (valid, source, outcome) = match checked {
+        None => (None, None, IdOutcome::GeneratedAbsent),
+        Some((_, Err(e))) => (None, None, IdOutcome::ReplacedInvalid(e)),
+        Some((source, Ok(id))) => {
+            let outcome = match rid.policy {
+                Policy::KeepIfValid => IdOutcome::KeptValid,
+                Policy::AlwaysReplace => IdOutcome::ReplacedPolicy,
+                Policy::KeepIfTrusted if trusted() => IdOutcome::KeptTrusted,
+                Policy::KeepIfTrusted => IdOutcome::ReplacedUntrusted,
+            };
+            (
+                Some(id.into_bytes().into_boxed_slice()),
+                Some(source),
+                outcome,
+            )
+        }
+    };
+    match valid {
+        Some(id) if outcome.kept() => {
+            // Kept as sent only when the header held exactly the validated id (no whitespace).
+            let in_place = incoming
+                .request_id
+                .filter(|(_, raw)| *raw == &*id)
+                .and(source);
+            (RequestId::Kept(id), in_place, None, outcome)
+        }
+        // Only a valid id is copied: an invalid one is exactly what must not reach the logs.
+        original => (RequestId::Generated(uuid_v4(uuid)), None, original, outcome),
+    }
+}
+
+// === trace context ===
+
+enum Received {
+    /// A valid `traceparent`.
     W3c(traceparent::Parsed),
     /// A B3 context (no `traceparent` was sent).
     B3(TraceParent),
     /// Nothing usable was sent.
     Absent,
-    /// Something was sent but is invalid.
-    Invalid(&'static str),
+    /// `traceparent` was sent but is invalid.
+    Invalid(traceparent::InvalidTraceParent),
+    /// No `traceparent`, malformed B3.
+    InvalidB3,
 }
 
-struct TraceDecision {
-    trace: TraceParent,
-    outcome: Outcome<TraceAction>,
-    state_outcome: Option<Outcome<StateAction>>,
+fn read_b3(cfg: &Config, incoming: &Incoming<'_>) -> Result<Option<B3>, b3::InvalidB3> {
+    if !cfg.b3_read {
+        return Ok(None);
+    }
+    let [single, trace, span, _parent, sampled, flags] = incoming.b3.map(occurrences);
+    b3::read(&B3Headers {
+        single: single.as_slice(),
+        trace_id: trace.as_slice(),
+        span_id: span.as_slice(),
+        sampled: sampled.as_slice(),
+        flags: flags.as_slice(),
+    })
 }
 
 fn decide_trace(
     cfg: &Config,
-    headers: &[(String, Vec<u8>)],
-    random: Random<'_>,
-    ops: &mut Vec<HeaderOp>,
-) -> HostResult<TraceDecision> {
-    let tp_values = values(headers, TRACEPARENT);
-    let ts_values = values(headers, TRACESTATE);
-    let [single, b3_trace, b3_span, b3_sampled, b3_flags] = b3_headers_of(headers);
-    let b3 = if cfg.b3_read {
-        b3::read(&B3Headers {
-            single: &single,
-            trace_id: &b3_trace,
-            span_id: &b3_span,
-            sampled: &b3_sampled,
-            flags: &b3_flags,
-        })
-    } else {
-        Ok(None)
-    };
+    incoming: &Incoming<'_>,
+    trace_id: [u8; 16],
+    parent_id: [u8; 8],
+) -> (TraceParent, TraceOutcome, bool) {
+    let b3 = read_b3(cfg, incoming);
     let b3_sampling = match b3 {
         Ok(Some(
             B3::SamplingOnly(s)
@@ -354,16 +317,15 @@ fn decide_trace(
         )) => Some(s.sampled()),
         _ => None,
     };
-
-    let incoming = match traceparent::parse_headers(&tp_values) {
-        Ok(Some(parsed)) => Incoming::W3c(parsed),
-        Err(e) => Incoming::Invalid(e.reason()),
+    let received = match traceparent::parse_headers(occurrences(incoming.traceparent).as_slice()) {
+        Ok(Some(parsed)) => Received::W3c(parsed),
+        Err(e) => Received::Invalid(e),
         Ok(None) => match b3 {
             Ok(Some(B3::Context {
                 trace_id,
                 span_id,
                 sampling,
-            })) => Incoming::B3(TraceParent {
+            })) => Received::B3(TraceParent {
                 trace_id,
                 parent_id: span_id,
                 // B3 says nothing about how the trace id was made, so the random flag stays off.
@@ -373,716 +335,301 @@ fn decide_trace(
                     0
                 },
             }),
-            Err(_) => Incoming::Invalid("invalid_b3"),
-            Ok(_) => Incoming::Absent,
+            Err(_) => Received::InvalidB3,
+            Ok(_) => Received::Absent,
         },
     };
-    let incoming_sampled = match &incoming {
-        Incoming::W3c(p) => Some(p.context.sampled()),
-        Incoming::B3(tp) => Some(tp.sampled()),
-        Incoming::Absent | Incoming::Invalid(_) => None,
+    let received_sampled = match &received {
+        Received::W3c(p) => Some(p.context.sampled()),
+        Received::B3(tp) => Some(tp.sampled()),
+        Received::Absent | Received::Invalid(_) | Received::InvalidB3 => None,
     };
-
-    let (trace, outcome, rewrite) = match (cfg.mode, incoming) {
-        (Mode::Restart, Incoming::Absent) | (Mode::Hop | Mode::Passthrough, Incoming::Absent) => (
-            new_trace(cfg, b3_sampling, random)?,
-            Outcome {
-                action: TraceAction::Started,
-                reason: "absent",
-            },
+    let fresh = |inherited| new_trace(cfg, inherited, trace_id, parent_id);
+    match (cfg.mode, received) {
+        (_, Received::Absent) => (fresh(b3_sampling), TraceOutcome::StartedAbsent, true),
+        (Mode::Restart, Received::W3c(_) | Received::B3(_)) => (
+            fresh(b3_sampling.or(received_sampled)),
+            TraceOutcome::RestartedTrustBoundary,
             true,
         ),
-        (Mode::Restart, Incoming::W3c(_) | Incoming::B3(_)) => (
-            new_trace(cfg, b3_sampling.or(incoming_sampled), random)?,
-            Outcome {
-                action: TraceAction::Restarted,
-                reason: "trust_boundary",
-            },
-            true,
-        ),
-        (_, Incoming::Invalid(reason)) => (
-            new_trace(cfg, b3_sampling, random)?,
-            Outcome {
-                action: TraceAction::Restarted,
-                reason,
-            },
-            true,
-        ),
-        (Mode::Hop, Incoming::W3c(parsed)) => {
-            let reason = if parsed.future_version {
-                "future_version"
+        (_, Received::Invalid(e)) => (fresh(b3_sampling), TraceOutcome::RestartedInvalid(e), true),
+        (_, Received::InvalidB3) => (fresh(b3_sampling), TraceOutcome::RestartedInvalidB3, true),
+        (Mode::Hop | Mode::Passthrough, Received::W3c(parsed)) => {
+            let outcome = if parsed.future_version {
+                TraceOutcome::KeptFutureVersion
             } else {
-                "valid"
+                TraceOutcome::KeptValid
             };
-            let trace = TraceParent {
-                parent_id: random_nonzero(random)?,
-                ..parsed.context
-            };
-            (
-                trace,
-                Outcome {
-                    action: TraceAction::Kept,
-                    reason,
-                },
-                true,
-            )
-        }
-        (Mode::Passthrough, Incoming::W3c(parsed)) => {
-            let reason = if parsed.future_version {
-                "future_version"
+            if cfg.mode == Mode::Hop {
+                let trace = TraceParent {
+                    parent_id,
+                    ..parsed.context
+                };
+                (trace, outcome, true)
             } else {
-                "valid"
-            };
-            (
-                parsed.context,
-                Outcome {
-                    action: TraceAction::Kept,
-                    reason,
-                },
-                parsed.needs_rewrite,
-            )
+                (parsed.context, outcome, parsed.needs_rewrite)
+            }
         }
-        (Mode::Hop, Incoming::B3(context)) => (
+        (Mode::Hop, Received::B3(context)) => (
             TraceParent {
-                parent_id: random_nonzero(random)?,
+                parent_id,
                 ..context
             },
-            Outcome {
-                action: TraceAction::Kept,
-                reason: "b3",
-            },
+            TraceOutcome::KeptB3,
             true,
         ),
-        (Mode::Passthrough, Incoming::B3(context)) => (
-            context,
-            Outcome {
-                action: TraceAction::Kept,
-                reason: "b3",
-            },
-            true,
-        ),
-    };
-    if rewrite {
-        ops.push(HeaderOp::Set(TRACEPARENT.to_owned(), trace.format()));
+        (Mode::Passthrough, Received::B3(context)) => (context, TraceOutcome::KeptB3, true),
     }
-
-    let state_outcome = decide_tracestate(cfg, &ts_values, outcome, ops);
-    write_b3(cfg, &trace, headers, ops);
-    Ok(TraceDecision {
-        trace,
-        outcome,
-        state_outcome,
-    })
 }
 
 fn decide_tracestate(
     cfg: &Config,
-    ts_values: &[&[u8]],
-    trace_outcome: Outcome<TraceAction>,
-    ops: &mut Vec<HeaderOp>,
-) -> Option<Outcome<StateAction>> {
-    if ts_values.is_empty() {
-        return None;
-    }
-    let drop = |ops: &mut Vec<HeaderOp>, reason| {
-        ops.push(HeaderOp::Remove(TRACESTATE.to_owned()));
-        Some(Outcome {
-            action: StateAction::Dropped,
-            reason,
-        })
+    raw: Option<&[u8]>,
+    trace: TraceOutcome,
+) -> (StateWrite, Option<StateOutcome>) {
+    let Some(raw) = raw else {
+        return (StateWrite::Untouched, None);
     };
-    if trace_outcome.action != TraceAction::Kept || trace_outcome.reason == "b3" {
+    let drop = |outcome| (StateWrite::Remove, Some(outcome));
+    match trace {
+        TraceOutcome::KeptValid | TraceOutcome::KeptFutureVersion => {}
         // §3.3: tracestate belongs to the traceparent it came with; without that parent (absent,
         // invalid, restarted, or a B3-only context) it must not be parsed or forwarded.
-        return drop(
-            ops,
-            if trace_outcome.action == TraceAction::Restarted {
-                "restarted"
-            } else {
-                "no_traceparent"
-            },
-        );
+        TraceOutcome::RestartedTrustBoundary
+        | TraceOutcome::RestartedInvalidB3
+        | TraceOutcome::RestartedInvalid(_) => return drop(StateOutcome::DroppedRestarted),
+        TraceOutcome::StartedAbsent | TraceOutcome::KeptB3 => {
+            return drop(StateOutcome::DroppedNoTraceparent);
+        }
     }
-    let mut state = match TraceState::parse_headers(ts_values) {
+    let mut state = match TraceState::parse_headers(&[raw]) {
         Ok(Some(state)) => state,
         // Empty and blank headers are accepted, but SHOULD NOT be sent on (§3.3.2).
-        Ok(None) => return drop(ops, "empty"),
-        Err(e) => return drop(ops, e.reason()),
+        Ok(None) => return drop(StateOutcome::DroppedEmpty),
+        Err(e) => return drop(StateOutcome::DroppedInvalid(e)),
     };
     if cfg.mode == Mode::Passthrough {
         // §3.4: the parent is unchanged, so tracestate MUST NOT change either.
-        return Some(Outcome {
-            action: StateAction::Kept,
-            reason: "unchanged",
-        });
+        return (StateWrite::Untouched, Some(StateOutcome::KeptUnchanged));
     }
     let truncated = state.truncate(cfg.tracestate_max_length);
     if state.is_empty() {
-        return drop(ops, "too_long");
+        return drop(StateOutcome::DroppedTooLong);
     }
-    let formatted = state.format();
-    if ts_values != [formatted.as_bytes()] {
-        ops.push(HeaderOp::Set(TRACESTATE.to_owned(), formatted));
-    }
-    Some(if truncated {
-        Outcome {
-            action: StateAction::Truncated,
-            reason: "too_long",
-        }
+    let outcome = if truncated {
+        StateOutcome::Truncated
     } else if state.removed_duplicates() > 0 {
-        // §3.5: "vendors MAY also discard duplicate keys"; the left-most entry was kept.
-        Outcome {
-            action: StateAction::Kept,
-            reason: "deduplicated",
-        }
+        StateOutcome::KeptDeduplicated
     } else {
-        Outcome {
-            action: StateAction::Kept,
-            reason: "valid",
-        }
-    })
+        StateOutcome::KeptValid
+    };
+    // Always written: the proxy's joined view cannot tell one field from several, and §3.3.2
+    // wants them combined into one.
+    (StateWrite::Set(state.format()), Some(outcome))
 }
 
-fn write_b3(
+fn decide_b3(
     cfg: &Config,
     trace: &TraceParent,
-    headers: &[(String, Vec<u8>)],
-    ops: &mut Vec<HeaderOp>,
-) {
-    let remove_if_present = |ops: &mut Vec<HeaderOp>, name: &str| {
-        if !values(headers, name).is_empty() {
-            ops.push(HeaderOp::Remove(name.to_owned()));
-        }
+    incoming: &Incoming<'_>,
+) -> (Option<Box<B3Out>>, u8) {
+    // Headers of the other B3 form (and a stale parent span id) would contradict ours: remove
+    // the ones that were sent.
+    let sent = |names: &[usize]| {
+        names
+            .iter()
+            .filter(|i| incoming.b3.get(**i).is_some_and(Option::is_some))
+            .fold(0u8, |bits, i| bits | (1 << i))
     };
+    let (id, span, sampled) = (&trace.trace_id, &trace.parent_id, trace.sampled());
     match cfg.b3_write {
-        B3Write::None => {}
-        B3Write::Single => {
-            ops.push(HeaderOp::Set(
-                b3::SINGLE.to_owned(),
-                b3::format_single(&trace.trace_id, &trace.parent_id, trace.sampled()),
-            ));
-            for name in [
-                b3::TRACE_ID,
-                b3::SPAN_ID,
-                b3::PARENT_SPAN_ID,
-                b3::SAMPLED,
-                b3::FLAGS,
-            ] {
-                remove_if_present(ops, name);
-            }
-        }
+        B3Write::None => (None, 0),
+        B3Write::Single => (
+            Some(Box::new(B3Out::Single(b3::encode_single(
+                id, span, sampled,
+            )))),
+            sent(&[1, 2, 3, 4, 5]),
+        ),
         B3Write::Multi => {
-            let (trace_id, span_id, sampled) =
-                b3::format_multi(&trace.trace_id, &trace.parent_id, trace.sampled());
-            ops.push(HeaderOp::Set(b3::TRACE_ID.to_owned(), trace_id));
-            ops.push(HeaderOp::Set(b3::SPAN_ID.to_owned(), span_id));
-            ops.push(HeaderOp::Set(b3::SAMPLED.to_owned(), sampled.to_owned()));
-            for name in [b3::SINGLE, b3::PARENT_SPAN_ID, b3::FLAGS] {
-                remove_if_present(ops, name);
-            }
+            let (trace_hex, span_hex, flag) = b3::encode_multi(id, span, sampled);
+            (
+                Some(Box::new(B3Out::Multi(trace_hex, span_hex, flag))),
+                sent(&[0, 3, 5]),
+            )
         }
     }
 }
 
-/// Decides the request phase.
-///
-/// `view` is the request header map as read once from the proxy (duplicates kept as separate
-/// entries); `source_ip` is the direct peer (`source.address`), needed only by `keepIfTrusted`.
-///
-/// # Errors
-/// Only when the random source fails: ids from a broken source would collide across requests.
-pub fn decide_request(
-    cfg: &Config,
-    view: &RequestView,
-    source_ip: Option<IpAddr>,
-    random: Random<'_>,
-) -> HostResult<RequestDecision> {
-    let headers = view.headers();
-    let mut header_ops = Vec::new();
-    let (request_id, id_outcome) =
-        decide_request_id(cfg, headers, source_ip, random, &mut header_ops)?;
-    let TraceDecision {
-        trace,
-        outcome: trace_outcome,
-        state_outcome,
-    } = decide_trace(cfg, headers, random, &mut header_ops)?;
-    let properties = if cfg.properties {
-        vec![
-            (PROPERTY_REQUEST_ID, request_id.clone()),
-            (PROPERTY_TRACE_ID, trace.trace_id_hex()),
-        ]
-    } else {
-        Vec::new()
-    };
-    Ok(RequestDecision {
-        header_ops,
-        request_id,
-        trace,
-        id_outcome,
-        trace_outcome,
-        state_outcome,
-        properties,
-    })
+impl Default for Decision {
+    fn default() -> Self {
+        Self {
+            request_id: RequestId::Generated([b'0'; UUID_LEN]),
+            id_in_place: None,
+            original_id: None,
+            remove_original_id: false,
+            trace: TraceParent {
+                trace_id: [0; 16],
+                parent_id: [0; 8],
+                flags: 0,
+            },
+            traceparent: [b'0'; V00_LEN],
+            write_traceparent: false,
+            tracestate: StateWrite::Untouched,
+            b3_write: None,
+            b3_remove: 0,
+            id: IdOutcome::GeneratedAbsent,
+            trace_outcome: TraceOutcome::StartedAbsent,
+            state: None,
+        }
+    }
 }
 
-/// Decides the response phase from what the request phase remembered. `None` (the request phase
-/// never ran for this stream, e.g. an earlier filter replied locally) means no changes.
-pub fn decide_response(cfg: &Config, memo: Option<&ResponseMemo>) -> Vec<HeaderOp> {
-    let Some(memo) = memo else {
-        return Vec::new();
-    };
-    let mut ops = Vec::new();
-    if cfg.echo_request_id {
-        ops.push(HeaderOp::Set(
-            cfg.request_id.header.clone(),
-            memo.request_id.clone(),
-        ));
+impl Decision {
+    /// Decides the request phase (tests and tools; the filter reuses its stream's decision with
+    /// [`Decision::decide`]).
+    pub fn new(cfg: &Config, incoming: &Incoming<'_>, random: &[u8; RANDOM_BYTES]) -> Self {
+        let mut decision = Self::default();
+        decision.decide(cfg, incoming, random);
+        decision
     }
-    if cfg.traceresponse {
-        ops.push(HeaderOp::Set(
-            TRACERESPONSE.to_owned(),
-            memo.traceparent.clone(),
-        ));
+
+    /// Decides the request phase in place (the decision lives in the stream context; building
+    /// it elsewhere and moving it in would copy it).
+    pub fn decide(&mut self, cfg: &Config, incoming: &Incoming<'_>, random: &[u8; RANDOM_BYTES]) {
+        let (uuid, trace_id, parent_id) = split_random(random);
+        let (request_id, id_in_place, original, id) = decide_request_id(cfg, incoming, uuid);
+        let (original_id, remove_original_id) = match &cfg.request_id.original_id_header {
+            Some(_) => {
+                let copy = original.filter(|_| !id.kept());
+                // A client must not be able to forge the "original id" header.
+                let remove = copy.is_none() && incoming.original_id_present;
+                (copy, remove)
+            }
+            None => (None, false),
+        };
+        let (trace, trace_outcome, write_traceparent) =
+            decide_trace(cfg, incoming, trace_id, parent_id);
+        let (tracestate, state) = decide_tracestate(cfg, incoming.tracestate, trace_outcome);
+        let (b3_write, b3_remove) = decide_b3(cfg, &trace, incoming);
+        self.request_id = request_id;
+        self.id_in_place = id_in_place;
+        self.original_id = original_id;
+        self.remove_original_id = remove_original_id;
+        trace.encode_into(&mut self.traceparent);
+        self.trace = trace;
+        self.write_traceparent = write_traceparent;
+        self.tracestate = tracestate;
+        self.b3_write = b3_write;
+        self.b3_remove = b3_remove;
+        self.id = id;
+        self.trace_outcome = trace_outcome;
+        self.state = state;
     }
-    if cfg.server_timing {
-        ops.push(HeaderOp::Add(
-            SERVER_TIMING.to_owned(),
-            format!("traceparent;desc=\"{}\"", memo.traceparent),
-        ));
+
+    /// The request id now on the request.
+    pub fn request_id(&self) -> &[u8] {
+        self.request_id.as_bytes()
     }
-    ops
+
+    /// The context forwarded upstream.
+    pub const fn trace(&self) -> &TraceParent {
+        &self.trace
+    }
+
+    /// The forwarded `traceparent` value.
+    pub const fn traceparent(&self) -> &[u8; V00_LEN] {
+        &self.traceparent
+    }
+
+    /// The request's effects: header writes, properties and metrics, added to `effects` (built
+    /// in place by the caller: the value is large, and moving it would cost a copy per request).
+    pub fn request_effects<'a>(
+        &'a self,
+        cfg: &'a Config,
+        metrics: &'a Metrics,
+        effects: &mut Effects<'a>,
+    ) {
+        let id = self.request_id.as_bytes();
+        let rid = &cfg.request_id;
+        if let (Some(header), Some(original)) = (&rid.original_id_header, &self.original_id) {
+            effects.set_header(header, original);
+        }
+        if let (Some(header), true) = (&rid.original_id_header, self.remove_original_id) {
+            effects.remove_header(header);
+        }
+        for (i, name) in std::iter::once(&rid.header).chain(&rid.aliases).enumerate() {
+            if self.id_in_place != Some(i) {
+                effects.set_header(name, id);
+            }
+        }
+        if self.write_traceparent {
+            effects.set_header(TRACEPARENT, &self.traceparent);
+        }
+        match &self.tracestate {
+            StateWrite::Untouched => {}
+            StateWrite::Remove => effects.remove_header(TRACESTATE),
+            StateWrite::Set(list) => effects.set_header(TRACESTATE, list.as_bytes()),
+        }
+        match self.b3_write.as_deref() {
+            None => {}
+            Some(B3Out::Single(value)) => effects.set_header(b3::SINGLE, value),
+            Some(B3Out::Multi(trace_id, span_id, sampled)) => {
+                effects.set_header(b3::TRACE_ID, trace_id);
+                effects.set_header(b3::SPAN_ID, span_id);
+                effects.set_header(b3::SAMPLED, sampled);
+            }
+        }
+        for (i, name) in B3_HEADERS.iter().enumerate() {
+            if self.b3_remove & (1 << i) != 0 {
+                effects.remove_header(name);
+            }
+        }
+        if cfg.properties {
+            effects.set_property(&REQUEST_ID_PROPERTY, id);
+            // The trace id's hex is bytes 3..35 of the formatted traceparent.
+            effects.set_property(
+                &TRACE_ID_PROPERTY,
+                self.traceparent.get(3..35).unwrap_or_default(),
+            );
+        }
+        effects.count(&metrics.request_ids, self.id.series(), 1);
+        effects.count(&metrics.trace_contexts, self.trace_outcome.series(), 1);
+        if let Some(state) = self.state {
+            effects.count(&metrics.tracestates, state.series(), 1);
+        }
+    }
+
+    /// The `server-timing` value for this trace: `traceparent;desc="<traceparent>"`.
+    pub fn server_timing(&self) -> [u8; SERVER_TIMING_LEN] {
+        let mut out = [b'"'; SERVER_TIMING_LEN];
+        let (prefix, rest) = out.split_at_mut(18);
+        prefix.copy_from_slice(b"traceparent;desc=\"");
+        if let Some(tp) = rest.get_mut(..V00_LEN) {
+            tp.copy_from_slice(&self.traceparent);
+        }
+        out
+    }
+
+    /// The response's effects (also on local replies of later filters): echo what was decided.
+    /// `server_timing` is [`Decision::server_timing`], made by the caller so the effects can
+    /// borrow it.
+    pub fn response_effects<'a>(
+        &'a self,
+        cfg: &'a Config,
+        server_timing: &'a [u8],
+        effects: &mut Effects<'a>,
+    ) {
+        if cfg.echo_request_id {
+            effects.set_header(&cfg.request_id.header, self.request_id.as_bytes());
+        }
+        if cfg.traceresponse {
+            effects.set_header(TRACERESPONSE, &self.traceparent);
+        }
+        if cfg.server_timing {
+            effects.add_header(SERVER_TIMING, server_timing);
+        }
+    }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::config::{self, FailureMode};
-    use crate::request_id::Validation;
-
-    /// Deterministic "random" bytes: 1, 2, 3, … (wrapping, never all zero for short runs).
-    pub(crate) fn counter() -> impl FnMut(&mut [u8]) {
-        let mut next = 0u8;
-        move |buf: &mut [u8]| {
-            for b in buf {
-                next = next.wrapping_add(1);
-                *b = next;
-            }
-        }
-    }
-
-    pub(crate) fn decide(
-        cfg: &Config,
-        input: &[(String, Vec<u8>)],
-        source_ip: Option<IpAddr>,
-        random: Random<'_>,
-    ) -> RequestDecision {
-        decide_request(
-            cfg,
-            &RequestView::from_pairs(input.to_vec()),
-            source_ip,
-            random,
-        )
-        .unwrap()
-    }
-
-    pub(crate) fn headers(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
-            .collect()
-    }
-
-    /// Applies ops like the proxy would.
-    pub(crate) fn apply(
-        mut map: Vec<(String, Vec<u8>)>,
-        ops: &[HeaderOp],
-    ) -> Vec<(String, Vec<u8>)> {
-        for op in ops {
-            match op {
-                HeaderOp::Set(name, value) => {
-                    map.retain(|(n, _)| n != name);
-                    map.push((name.clone(), value.clone().into_bytes()));
-                }
-                HeaderOp::Add(name, value) => map.push((name.clone(), value.clone().into_bytes())),
-                HeaderOp::Remove(name) => map.retain(|(n, _)| n != name),
-            }
-        }
-        map
-    }
-
-    pub(crate) fn get<'a>(map: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a str> {
-        map.iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| std::str::from_utf8(v).unwrap())
-            .collect()
-    }
-
-    pub(crate) fn cfg(json: &str) -> Config {
-        config::parse(json.as_bytes()).unwrap()
-    }
-
-    fn run(cfg: &Config, pairs: &[(&str, &[u8])]) -> (RequestDecision, Vec<(String, Vec<u8>)>) {
-        let input = headers(pairs);
-        let mut random = counter();
-        let decision = decide(cfg, &input, None, &mut random);
-        let out = apply(input, &decision.header_ops);
-        (decision, out)
-    }
-
-    const TP: &[u8] = b"00-12345678901234567890123456789012-1234567890123456-01";
-
-    #[test]
-    fn generates_a_uuid_and_a_new_trace_when_nothing_is_sent() {
-        let (d, out) = run(&Config::default(), &[]);
-        assert_eq!(
-            d.id_outcome,
-            Outcome {
-                action: IdAction::Generated,
-                reason: "absent"
-            }
-        );
-        assert_eq!(
-            d.trace_outcome,
-            Outcome {
-                action: TraceAction::Started,
-                reason: "absent"
-            }
-        );
-        assert!(request_id::validate(d.request_id.as_bytes(), 36, Validation::Uuid).is_ok());
-        assert_eq!(get(&out, "x-request-id"), [d.request_id.as_str()]);
-        assert_eq!(get(&out, "traceparent"), [d.trace.format().as_str()]);
-        assert_eq!(
-            d.trace.flags, FLAG_RANDOM,
-            "new traces are random and unsampled by default"
-        );
-        assert_eq!(
-            d.properties,
-            vec![
-                (PROPERTY_REQUEST_ID, d.request_id.clone()),
-                (PROPERTY_TRACE_ID, d.trace.trace_id_hex())
-            ]
-        );
-    }
-
-    #[test]
-    fn keeps_a_valid_request_id_without_touching_the_header() {
-        let (d, out) = run(&Config::default(), &[("x-request-id", b"abc-123")]);
-        assert_eq!(
-            d.id_outcome,
-            Outcome {
-                action: IdAction::Kept,
-                reason: "valid"
-            }
-        );
-        assert_eq!(d.request_id, "abc-123");
-        assert!(
-            !d.header_ops
-                .iter()
-                .any(|op| matches!(op, HeaderOp::Set(n, _) if n == "x-request-id"))
-        );
-        assert_eq!(get(&out, "x-request-id"), ["abc-123"]);
-    }
-
-    #[test]
-    fn replaces_an_invalid_id_and_never_copies_it() {
-        let cfg = cfg(r#"{"requestId": {"originalIdHeader": "x-original-request-id"}}"#);
-        let (d, out) = run(
-            &cfg,
-            &[
-                ("x-request-id", b"bad id\r\n"),
-                ("x-original-request-id", b"forged"),
-            ],
-        );
-        assert_eq!(
-            d.id_outcome,
-            Outcome {
-                action: IdAction::Replaced,
-                reason: "invalid_charset"
-            }
-        );
-        assert_eq!(get(&out, "x-request-id"), [d.request_id.as_str()]);
-        assert!(get(&out, "x-original-request-id").is_empty());
-    }
-
-    #[test]
-    fn always_replace_copies_the_valid_original() {
-        let cfg = cfg(
-            r#"{"requestId": {"policy": "alwaysReplace", "originalIdHeader": "x-original-request-id"}}"#,
-        );
-        let (d, out) = run(&cfg, &[("x-request-id", b"client-1")]);
-        assert_eq!(
-            d.id_outcome,
-            Outcome {
-                action: IdAction::Replaced,
-                reason: "policy"
-            }
-        );
-        assert_ne!(d.request_id, "client-1");
-        assert_eq!(get(&out, "x-original-request-id"), ["client-1"]);
-    }
-
-    #[test]
-    fn keep_if_trusted_depends_on_the_peer_address() {
-        let cfg =
-            cfg(r#"{"requestId": {"policy": "keepIfTrusted", "trustedCidrs": ["10.0.0.0/8"]}}"#);
-        let input = headers(&[("x-request-id", b"client-1")]);
-        let mut random = counter();
-        let trusted = decide(&cfg, &input, Some("10.1.2.3".parse().unwrap()), &mut random);
-        assert_eq!(
-            trusted.id_outcome,
-            Outcome {
-                action: IdAction::Kept,
-                reason: "trusted"
-            }
-        );
-        let untrusted = decide(
-            &cfg,
-            &input,
-            Some("192.0.2.1".parse().unwrap()),
-            &mut random,
-        );
-        assert_eq!(
-            untrusted.id_outcome,
-            Outcome {
-                action: IdAction::Replaced,
-                reason: "untrusted"
-            }
-        );
-        let unknown = decide(&cfg, &input, None, &mut random);
-        assert_eq!(unknown.id_outcome.action, IdAction::Replaced);
-    }
-
-    #[test]
-    fn reads_aliases_and_writes_the_id_to_all_of_them() {
-        let cfg = cfg(r#"{"requestId": {"aliases": ["x-correlation-id", "request-id"]}}"#);
-        let (d, out) = run(&cfg, &[("request-id", b"from-alias")]);
-        assert_eq!(d.request_id, "from-alias");
-        for name in ["x-request-id", "x-correlation-id", "request-id"] {
-            assert_eq!(get(&out, name), ["from-alias"], "{name}");
-        }
-    }
-
-    #[test]
-    fn duplicated_request_ids_are_replaced() {
-        let (d, _) = run(
-            &Config::default(),
-            &[("x-request-id", b"a"), ("x-request-id", b"b")],
-        );
-        assert_eq!(
-            d.id_outcome,
-            Outcome {
-                action: IdAction::Replaced,
-                reason: "duplicated"
-            }
-        );
-    }
-
-    #[test]
-    fn hop_keeps_trace_id_and_flags_with_a_new_parent() {
-        let (d, out) = run(
-            &Config::default(),
-            &[(
-                "traceparent",
-                b"00-12345678901234567890123456789012-1234567890123456-03",
-            )],
-        );
-        assert_eq!(
-            d.trace_outcome,
-            Outcome {
-                action: TraceAction::Kept,
-                reason: "valid"
-            }
-        );
-        assert_eq!(d.trace.trace_id_hex(), "12345678901234567890123456789012");
-        assert_ne!(d.trace.parent_id_hex(), "1234567890123456");
-        assert_eq!(
-            d.trace.flags, 0x03,
-            "sampled and random flags are preserved"
-        );
-        assert_eq!(get(&out, "traceparent"), [d.trace.format().as_str()]);
-    }
-
-    #[test]
-    fn passthrough_leaves_a_canonical_context_and_its_tracestate_alone() {
-        let cfg = cfg(r#"{"traceContext": {"mode": "passthrough"}}"#);
-        let (d, _) = run(
-            &cfg,
-            &[
-                ("traceparent", TP),
-                ("tracestate", b"b=1, a=2"),
-                ("tracestate", b"c=3"),
-            ],
-        );
-        assert_eq!(d.trace.format().as_bytes(), TP);
-        assert!(!d.header_ops.iter().any(|op| matches!(op, HeaderOp::Set(n, _) | HeaderOp::Remove(n) if n == "traceparent" || n == "tracestate")));
-        assert_eq!(
-            d.state_outcome,
-            Some(Outcome {
-                action: StateAction::Kept,
-                reason: "unchanged"
-            })
-        );
-    }
-
-    #[test]
-    fn passthrough_normalizes_but_keeps_the_parent() {
-        let cfg = cfg(r#"{"traceContext": {"mode": "passthrough"}}"#);
-        let (d, out) = run(
-            &cfg,
-            &[(
-                "traceparent",
-                b"cc-12345678901234567890123456789012-1234567890123456-09-extra",
-            )],
-        );
-        assert_eq!(
-            d.trace_outcome,
-            Outcome {
-                action: TraceAction::Kept,
-                reason: "future_version"
-            }
-        );
-        assert_eq!(
-            get(&out, "traceparent"),
-            ["00-12345678901234567890123456789012-1234567890123456-01"]
-        );
-    }
-
-    #[test]
-    fn restart_mode_always_starts_a_new_trace_and_drops_tracestate() {
-        let cfg = cfg(r#"{"traceContext": {"mode": "restart"}}"#);
-        let (d, out) = run(&cfg, &[("traceparent", TP), ("tracestate", b"foo=1")]);
-        assert_eq!(
-            d.trace_outcome,
-            Outcome {
-                action: TraceAction::Restarted,
-                reason: "trust_boundary"
-            }
-        );
-        assert_ne!(d.trace.trace_id_hex(), "12345678901234567890123456789012");
-        assert!(get(&out, "tracestate").is_empty());
-        assert_eq!(
-            d.state_outcome,
-            Some(Outcome {
-                action: StateAction::Dropped,
-                reason: "restarted"
-            })
-        );
-    }
-
-    #[test]
-    fn inherit_sampling_takes_the_discarded_flag_at_a_trust_boundary() {
-        let cfg = cfg(r#"{"traceContext": {"mode": "restart", "sampling": {"type": "inherit"}}}"#);
-        let (d, _) = run(&cfg, &[("traceparent", TP)]);
-        assert!(d.trace.sampled());
-        let (d, _) = run(&cfg, &[]);
-        assert!(!d.trace.sampled());
-    }
-
-    #[test]
-    fn ratio_sampling_is_decided_from_the_trace_id() {
-        let always = cfg(r#"{"traceContext": {"sampling": {"type": "ratio", "ratio": 1.0}}}"#);
-        let never = cfg(r#"{"traceContext": {"sampling": {"type": "ratio", "ratio": 0.0}}}"#);
-        assert!(run(&always, &[]).0.trace.sampled());
-        assert!(!run(&never, &[]).0.trace.sampled());
-        // Counter bytes: the request id takes 01..10, the trace id 11..20, so its low 7 bytes
-        // start with 1a: 0x1a/0x100 ≈ 0.1016 of the space.
-        let low = cfg(r#"{"traceContext": {"sampling": {"type": "ratio", "ratio": 0.10}}}"#);
-        let high = cfg(r#"{"traceContext": {"sampling": {"type": "ratio", "ratio": 0.11}}}"#);
-        assert!(!run(&low, &[]).0.trace.sampled());
-        assert!(run(&high, &[]).0.trace.sampled());
-    }
-
-    #[test]
-    fn b3_is_read_only_without_traceparent_and_when_enabled() {
-        let b3: &[u8] = b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
-        let off = Config::default();
-        assert_eq!(
-            run(&off, &[("b3", b3)]).0.trace_outcome.action,
-            TraceAction::Started
-        );
-        let on = cfg(r#"{"b3": {"read": true}}"#);
-        let (d, _) = run(&on, &[("b3", b3)]);
-        assert_eq!(
-            d.trace_outcome,
-            Outcome {
-                action: TraceAction::Kept,
-                reason: "b3"
-            }
-        );
-        assert_eq!(d.trace.trace_id_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
-        assert!(d.trace.sampled());
-        assert!(!d.trace.random());
-        let (d, _) = run(&on, &[("b3", b3), ("traceparent", TP)]);
-        assert_eq!(
-            d.trace.trace_id_hex(),
-            "12345678901234567890123456789012",
-            "traceparent wins over b3"
-        );
-        let (d, _) = run(&on, &[("b3", b"garbage")]);
-        assert_eq!(
-            d.trace_outcome,
-            Outcome {
-                action: TraceAction::Restarted,
-                reason: "invalid_b3"
-            }
-        );
-    }
-
-    #[test]
-    fn b3_sampling_only_header_feeds_inherit() {
-        let cfg =
-            cfg(r#"{"b3": {"read": true}, "traceContext": {"sampling": {"type": "inherit"}}}"#);
-        let (d, _) = run(&cfg, &[("b3", b"1")]);
-        assert_eq!(d.trace_outcome.action, TraceAction::Started);
-        assert!(d.trace.sampled());
-    }
-
-    #[test]
-    fn writes_b3_single_or_multi_next_to_traceparent() {
-        let single = cfg(r#"{"b3": {"write": "single"}}"#);
-        let (d, out) = run(&single, &[("traceparent", TP), ("x-b3-traceid", b"stale")]);
-        assert_eq!(
-            get(&out, "b3"),
-            [format!("{}-{}-1", d.trace.trace_id_hex(), d.trace.parent_id_hex()).as_str()]
-        );
-        assert!(get(&out, "x-b3-traceid").is_empty());
-        let multi = cfg(r#"{"b3": {"write": "multi"}}"#);
-        let (d, out) = run(&multi, &[("traceparent", TP), ("b3", b"stale")]);
-        assert_eq!(get(&out, "x-b3-traceid"), [d.trace.trace_id_hex().as_str()]);
-        assert_eq!(get(&out, "x-b3-spanid"), [d.trace.parent_id_hex().as_str()]);
-        assert_eq!(get(&out, "x-b3-sampled"), ["1"]);
-        assert!(get(&out, "b3").is_empty());
-    }
-
-    #[test]
-    fn response_echoes_what_the_request_phase_decided() {
-        let cfg = cfg(r#"{"response": {"traceresponse": true, "serverTiming": true}}"#);
-        let memo = ResponseMemo {
-            request_id: "rid".to_owned(),
-            traceparent: "00-x".to_owned(),
-        };
-        assert_eq!(
-            decide_response(&cfg, Some(&memo)),
-            vec![
-                HeaderOp::Set("x-request-id".to_owned(), "rid".to_owned()),
-                HeaderOp::Set("traceresponse".to_owned(), "00-x".to_owned()),
-                HeaderOp::Add(
-                    "server-timing".to_owned(),
-                    "traceparent;desc=\"00-x\"".to_owned()
-                ),
-            ]
-        );
-        assert!(decide_response(&cfg, None).is_empty());
-        let quiet = config::parse(br#"{"response": {"echoRequestId": false}}"#).unwrap();
-        assert!(decide_response(&quiet, Some(&memo)).is_empty());
-        assert_eq!(quiet.failure_mode, FailureMode::Allow);
-    }
-
-    #[test]
-    fn all_zero_randomness_still_yields_valid_ids() {
-        let mut zeros = |buf: &mut [u8]| buf.fill(0);
-
-        let d = decide(&Config::default(), &[], None, &mut zeros);
-        assert!(traceparent::parse(d.trace.format().as_bytes()).is_ok());
-    }
-}
+pub(crate) mod tests;

@@ -1,16 +1,14 @@
-//! proxy-wasm registration: moves data between the proxy and `filter`, nothing else.
+//! proxy-wasm registration: moves callbacks between the proxy and `filter`, nothing else.
 
 use std::rc::Rc;
 
+use meshward_core::effects::Action as CoreAction;
 use meshward_core::host::proxy_wasm::ProxyWasmHost;
-use meshward_core::host::{BufferKind, Host, LogLevel, MapKind};
+use meshward_core::host::{BufferKind, Host, LogLevel};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
-use crate::config::Config;
-use crate::filter::{self, Flow};
-use crate::logic::ResponseMemo;
-use crate::metrics::Metrics;
+use crate::filter::{Filter, Stream};
 
 proxy_wasm::main! {{
     // Log prefix, `log` bridge and a panic hook that logs before the VM aborts.
@@ -18,10 +16,16 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TraceIdRoot::default()) });
 }}
 
+const fn action(action: CoreAction) -> Action {
+    match action {
+        CoreAction::Continue => Action::Continue,
+        CoreAction::Pause => Action::Pause,
+    }
+}
+
 #[derive(Default)]
 struct TraceIdRoot {
-    config: Option<Rc<Config>>,
-    metrics: Rc<Metrics>,
+    filter: Option<Rc<Filter>>,
 }
 
 impl Context for TraceIdRoot {}
@@ -40,16 +44,15 @@ impl RootContext for TraceIdRoot {
                 return false;
             }
         };
-        self.config = filter::configure(&host, &bytes).map(Rc::new);
-        self.config.is_some()
+        self.filter = Filter::configure(&host, &bytes).map(Rc::new);
+        self.filter.is_some()
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Must be Some: the SDK panics on None. Without a config the stream passes untouched.
         Some(Box::new(TraceId {
-            config: self.config.clone(),
-            metrics: Rc::clone(&self.metrics),
-            memo: None,
+            filter: self.filter.clone(),
+            stream: Stream::default(),
         }))
     }
 
@@ -59,37 +62,24 @@ impl RootContext for TraceIdRoot {
 }
 
 struct TraceId {
-    config: Option<Rc<Config>>,
-    metrics: Rc<Metrics>,
-    /// Request headers are gone in the response phase (Envoy), so keep what it needs.
-    memo: Option<ResponseMemo>,
+    filter: Option<Rc<Filter>>,
+    stream: Stream,
 }
 
 impl Context for TraceId {}
 
 impl HttpContext for TraceId {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(config) = &self.config else {
-            return Action::Continue;
-        };
-        let host = ProxyWasmHost::in_headers_callback(MapKind::RequestHeaders);
-        let (flow, memo) = filter::on_request_headers(config, &self.metrics, &host);
-        self.memo = memo;
-        match flow {
-            Flow::Continue => Action::Continue,
-            Flow::Stop => Action::Pause,
+        match &self.filter {
+            Some(filter) => action(self.stream.on_request_headers(filter, &ProxyWasmHost)),
+            None => Action::Continue,
         }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(config) = &self.config {
-            filter::on_response_headers(
-                config,
-                &self.metrics,
-                &ProxyWasmHost::in_headers_callback(MapKind::ResponseHeaders),
-                self.memo.as_ref(),
-            );
+        match &self.filter {
+            Some(filter) => action(self.stream.on_response_headers(filter, &ProxyWasmHost)),
+            None => Action::Continue,
         }
-        Action::Continue
     }
 }

@@ -38,6 +38,20 @@ pub enum InvalidRequestId {
 }
 
 impl InvalidRequestId {
+    /// Every variant, in declaration order (metric series are defined for each up front).
+    pub const ALL: [Self; 5] = [
+        Self::Empty,
+        Self::TooLong,
+        Self::Charset,
+        Self::NotUuid,
+        Self::Duplicated,
+    ];
+
+    /// Position in [`Self::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Bounded metric tag value.
     pub const fn reason(self) -> &'static str {
         match self {
@@ -161,7 +175,7 @@ mod tests {
 
     #[test]
     fn generated_uuids_pass_uuid_validation() {
-        let id = meshward_core::ids::uuid_v4_from_bytes([0; 16]);
-        assert!(validate(id.as_bytes(), 36, Validation::Uuid).is_ok());
+        let id = meshward_core::ids::uuid_v4([0; 16]);
+        assert!(validate(&id, 36, Validation::Uuid).is_ok());
     }
 }

@@ -6,6 +6,8 @@
 //! where the spec asks for it (optional whitespace around the value, future versions parsed by
 //! their first 55 characters and re-emitted as `00`).
 
+use meshward_core::ids::{decode_lower_hex, encode_hex_to};
+
 /// `sampled` flag (§3.2.2.5.1): the caller may have recorded trace data.
 pub const FLAG_SAMPLED: u8 = 0x01;
 /// `random-trace-id` flag (Level 2, §3.2.2.5.2): at least the right-most 7 bytes of the trace id
@@ -64,6 +66,25 @@ pub enum InvalidTraceParent {
 }
 
 impl InvalidTraceParent {
+    /// Every variant, in declaration order (metric series are defined for each up front).
+    pub const ALL: [Self; 10] = [
+        Self::Version,
+        Self::VersionFf,
+        Self::Length,
+        Self::TraceId,
+        Self::ZeroTraceId,
+        Self::ParentId,
+        Self::ZeroParentId,
+        Self::Flags,
+        Self::Delimiter,
+        Self::Duplicated,
+    ];
+
+    /// Position in [`Self::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Bounded metric tag value.
     pub const fn reason(self) -> &'static str {
         match self {
@@ -104,35 +125,6 @@ pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {
         .rposition(|b| *b != b' ' && *b != b'\t')
         .map_or(start, |i| i + 1);
     value.get(start..end).unwrap_or_default()
-}
-
-pub(crate) const fn lower_hex_value(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        _ => None,
-    }
-}
-
-/// Decodes exactly `N` bytes from `2 * N` lower-case hex digits.
-pub(crate) fn decode_lower_hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
-    if text.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (slot, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        let (hi, lo) = match pair {
-            [hi, lo] => (lower_hex_value(*hi)?, lower_hex_value(*lo)?),
-            _ => return None,
-        };
-        *slot = (hi << 4) | lo;
-    }
-    Some(out)
-}
-
-/// Appends the lower-case hex of `bytes` to `out`.
-pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    meshward_core::ids::encode_hex_into(bytes, out);
 }
 
 fn field(value: &[u8], start: usize, len: usize) -> &[u8] {
@@ -235,30 +227,42 @@ impl TraceParent {
         self.flags & FLAG_RANDOM != 0
     }
 
+    /// The version-00 header value (unknown flag bits zeroed, §3.2.2.5.3), into a fixed array:
+    /// `00-<trace id>-<parent id>-<flags>`.
+    pub fn encode(&self) -> [u8; V00_LEN] {
+        let mut out = [0; V00_LEN];
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// [`TraceParent::encode`] into an existing array.
+    pub fn encode_into(&self, out: &mut [u8; V00_LEN]) {
+        let (version, rest) = out.split_at_mut(3);
+        version.copy_from_slice(b"00-");
+        let (trace_hex, rest) = rest.split_at_mut(32);
+        encode_hex_to(&self.trace_id, trace_hex);
+        let (dash, rest) = rest.split_at_mut(1);
+        dash.copy_from_slice(b"-");
+        let (parent_hex, rest) = rest.split_at_mut(16);
+        encode_hex_to(&self.parent_id, parent_hex);
+        let (dash, flags_hex) = rest.split_at_mut(1);
+        dash.copy_from_slice(b"-");
+        encode_hex_to(&[self.flags & KNOWN_FLAGS], flags_hex);
+    }
+
+    /// [`TraceParent::encode`] as a `String` (tests, logs).
+    pub fn format(&self) -> String {
+        String::from_utf8_lossy(&self.encode()).into_owned()
+    }
+
     /// The trace id as 32 lower-case hex digits.
     pub fn trace_id_hex(&self) -> String {
-        let mut out = String::with_capacity(32);
-        push_hex(&mut out, &self.trace_id);
-        out
+        self.format().get(3..35).unwrap_or_default().to_owned()
     }
 
     /// The parent id as 16 lower-case hex digits.
     pub fn parent_id_hex(&self) -> String {
-        let mut out = String::with_capacity(16);
-        push_hex(&mut out, &self.parent_id);
-        out
-    }
-
-    /// The version-00 header value (unknown flag bits zeroed, §3.2.2.5.3).
-    pub fn format(&self) -> String {
-        let mut out = String::with_capacity(V00_LEN);
-        out.push_str("00-");
-        push_hex(&mut out, &self.trace_id);
-        out.push('-');
-        push_hex(&mut out, &self.parent_id);
-        out.push('-');
-        push_hex(&mut out, &[self.flags & KNOWN_FLAGS]);
-        out
+        self.format().get(36..52).unwrap_or_default().to_owned()
     }
 }
 
@@ -303,12 +307,5 @@ mod tests {
         let values: [&[u8]; 2] = [VALID.as_bytes(), VALID.as_bytes()];
         assert_eq!(parse_headers(&values), Err(InvalidTraceParent::Duplicated));
         assert_eq!(parse_headers(&[]), Ok(None));
-    }
-
-    #[test]
-    fn decodes_lower_hex_only() {
-        assert_eq!(decode_lower_hex::<2>(b"0aff"), Some([0x0a, 0xff]));
-        assert_eq!(decode_lower_hex::<2>(b"0AFF"), None);
-        assert_eq!(decode_lower_hex::<2>(b"0af"), None);
     }
 }

@@ -53,6 +53,14 @@ pub enum InvalidTraceState {
 }
 
 impl InvalidTraceState {
+    /// Every variant, in declaration order (metric series are defined for each up front).
+    pub const ALL: [Self; 4] = [Self::Member, Self::Key, Self::Value, Self::TooManyMembers];
+
+    /// Position in [`Self::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Bounded metric tag value.
     pub const fn reason(self) -> &'static str {
         match self {

@@ -1278,7 +1278,11 @@ mod tests {
             ..HttpCall::default()
         };
         assert_eq!(host.http_call(&call), Err(HostError::BadArgument));
-        let full: [(&str, &[u8]); 3] = [(":method", b"GET"), (":path", b"/keys"), (":authority", b"idp")];
+        let full: [(&str, &[u8]); 3] = [
+            (":method", b"GET"),
+            (":path", b"/keys"),
+            (":authority", b"idp"),
+        ];
         let call = HttpCall {
             headers: &full,
             ..call
@@ -1294,7 +1298,10 @@ mod tests {
             .with_request_header("X-Dup", "a")
             .with_request_header("x-dup", "b");
         let read = |path: &'static str| host.property(&PropertyPath::from_static(path)).unwrap();
-        assert_eq!(read("request\0headers\0x-dup").as_deref(), Some(&b"a,b"[..]));
+        assert_eq!(
+            read("request\0headers\0x-dup").as_deref(),
+            Some(&b"a,b"[..])
+        );
         assert_eq!(read("request\0headers\0absent"), None);
     }
 

@@ -56,3 +56,4 @@ pub use types::{
     LogEntry, LogLevel, NodeInfo, PendingHttpCall, PhaseOutcome, PluginSpec, PropValue,
     StreamEvent, StreamId, StreamInfo,
 };
+pub use vm::FuelMark;

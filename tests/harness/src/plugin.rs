@@ -14,7 +14,7 @@ use crate::types::{
     PluginSpec, StreamEvent, StreamId, StreamInfo,
 };
 use crate::vm::{
-    CallReport, Deferred, HostState, PluginInfo, REQUEST_HEADERS, REQUEST_TRAILERS,
+    CallReport, Deferred, FuelMark, HostState, PluginInfo, REQUEST_HEADERS, REQUEST_TRAILERS,
     RESPONSE_HEADERS, RESPONSE_TRAILERS, StreamCtx, Vm,
 };
 
@@ -373,6 +373,27 @@ impl Plugin {
             total.merge(&vm.export_costs);
         }
         total
+    }
+
+    /// Turns the per-hostcall fuel trace of every worker VM on or off (off by default): with it
+    /// on, each export call and each hostcall is recorded with the fuel used so far, which shows
+    /// where a callback spends its instructions ([`Plugin::take_fuel_trace`]).
+    pub fn trace_fuel(&mut self, on: bool) {
+        for vm in &mut self.workers {
+            vm.store.data_mut().fuel_trace = on.then(Vec::new);
+        }
+    }
+
+    /// The fuel trace recorded since the last call, worker by worker.
+    pub fn take_fuel_trace(&mut self) -> Vec<(usize, Vec<FuelMark>)> {
+        self.workers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(worker, vm)| {
+                let trace = vm.store.data_mut().fuel_trace.as_mut()?;
+                (!trace.is_empty()).then(|| (worker, std::mem::take(trace)))
+            })
+            .collect()
     }
 
     /// Starts [`Plugin::export_costs`] from zero (e.g. after loading, to measure requests only).

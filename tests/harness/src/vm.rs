@@ -119,6 +119,20 @@ pub(crate) struct HostState {
     pub(crate) route_cache_cleared: bool,
     pub(crate) root_done_pending: bool,
     pub(crate) done_called: bool,
+    /// When set, every hostcall appends (its name, fuel used so far in this export call).
+    pub(crate) fuel_trace: Option<Vec<FuelMark>>,
+    /// Fuel given to each export call (to turn "fuel left" into "fuel used").
+    pub(crate) fuel_budget: u64,
+}
+
+/// One point of a fuel trace ([`crate::Plugin::trace_fuel`]): which export or hostcall, and the
+/// fuel the current export call had used when it was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuelMark {
+    /// `export:<name>` when an export call starts, `return` when it ends, else the hostcall.
+    pub what: String,
+    /// Fuel used since the export call started.
+    pub fuel: u64,
 }
 
 impl HostState {
@@ -152,6 +166,8 @@ impl HostState {
             route_cache_cleared: false,
             root_done_pending: false,
             done_called: false,
+            fuel_trace: None,
+            fuel_budget: 0,
         }
     }
 
@@ -320,6 +336,13 @@ impl Vm {
             state.effective_ctx = None;
             state.hostcalls = 0;
             state.route_cache_cleared = false;
+            state.fuel_budget = self.fuel_per_callback;
+            if let Some(trace) = &mut state.fuel_trace {
+                trace.push(FuelMark {
+                    what: format!("export:{name}"),
+                    fuel: 0,
+                });
+            }
         }
         let _ = self.store.set_fuel(self.fuel_per_callback);
         let result = match self.instance.get_typed_func::<P, R>(&mut self.store, name) {
@@ -345,6 +368,12 @@ impl Vm {
         }
         let state = self.store.data_mut();
         state.effective_ctx = None;
+        if let Some(trace) = &mut state.fuel_trace {
+            trace.push(FuelMark {
+                what: "return".to_owned(),
+                fuel,
+            });
+        }
         if !matches!(result, Ok(None)) {
             self.export_costs.record(name, fuel, state.hostcalls);
         }

@@ -15,8 +15,16 @@ pub(crate) fn enter(
     in_start: bool,
     in_allocator: bool,
 ) -> wasmtime::Result<()> {
+    let fuel_left = caller.get_fuel().unwrap_or(0);
     let state = caller.data_mut();
     state.hostcalls += 1;
+    let budget = state.fuel_budget;
+    if let Some(trace) = &mut state.fuel_trace {
+        trace.push(crate::vm::FuelMark {
+            what: name.to_owned(),
+            fuel: budget.saturating_sub(fuel_left),
+        });
+    }
     let allowed = match state.restriction {
         Restriction::None => true,
         Restriction::Start => in_start,

@@ -3,6 +3,7 @@
 //! ```text
 //! pw-bench <module.wasm> [--config plugin-config.json] [--request request.json]
 //!          [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json]
+//!          [--trace]
 //! ```
 //!
 //! Loads the module on `--workers` VMs (default 4), runs `--requests` requests (default 1000)
@@ -19,6 +20,10 @@
 //! and a JSON body; `tests/fixtures/bench/README.md` describes it. `--request` replaces it
 //! (format: `meshward_host::cli`); `--header` appends a request header to either, e.g. the
 //! `authorization` of a JWT profile.
+//!
+//! `--trace` then sends one more request with the host's fuel trace on and prints, per export
+//! call, every hostcall with the fuel used when it was reached: where a callback's instructions
+//! go, between one hostcall and the next.
 
 use std::process::ExitCode;
 
@@ -34,6 +39,7 @@ struct Args {
     workers: usize,
     name: Option<String>,
     json: bool,
+    trace: bool,
 }
 
 fn parse_args() -> Option<Args> {
@@ -47,6 +53,7 @@ fn parse_args() -> Option<Args> {
         workers: 4,
         name: None,
         json: false,
+        trace: false,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -63,6 +70,7 @@ fn parse_args() -> Option<Args> {
             "--workers" => parsed.workers = args.next()?.parse().ok()?,
             "--name" => parsed.name = Some(args.next()?),
             "--json" => parsed.json = true,
+            "--trace" => parsed.trace = true,
             other if !other.starts_with("--") && parsed.module.is_empty() => {
                 parsed.module = other.to_owned()
             }
@@ -238,13 +246,39 @@ fn run(args: &Args) -> Result<(), String> {
         println!("  fuel/request       min {fuel_min}  max {fuel_max}");
         println!("  memory/VM bytes    {memory:?}");
     }
+    if args.trace {
+        plugin.trace_fuel(true);
+        let mut answers = file.http_calls.clone().into_iter();
+        plugin
+            .http_request_with(0, file.request.clone(), file.response.clone(), |_| {
+                answers.next().unwrap_or(CallReply::Leave)
+            })
+            .map_err(|e| e.to_string())?;
+        for (_, marks) in plugin.take_fuel_trace() {
+            let mut last = 0;
+            for mark in marks {
+                if let Some(export) = mark.what.strip_prefix("export:") {
+                    println!("  {export}");
+                    last = 0;
+                } else {
+                    println!(
+                        "    {:<40} at {:>6}  (+{})",
+                        mark.what,
+                        mark.fuel,
+                        mark.fuel.saturating_sub(last)
+                    );
+                    last = mark.fuel;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let Some(args) = parse_args() else {
         eprintln!(
-            "usage: pw-bench <module.wasm> [--config file] [--request file] [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json]"
+            "usage: pw-bench <module.wasm> [--config file] [--request file] [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json] [--trace]"
         );
         return ExitCode::from(2);
     };

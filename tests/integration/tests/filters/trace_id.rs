@@ -196,7 +196,13 @@ fn every_invalid_fixture_config_is_rejected_naming_the_field() {
 
 #[test]
 fn generates_an_id_and_a_trace_when_none_is_sent() {
-    let mut plugin = load("{}");
+    let out = send(&mut load("{}"), get("/"));
+    assert_eq!(
+        out.property("meshward_request_id"),
+        None,
+        "filter-state properties are opt-in"
+    );
+    let mut plugin = load(r#"{"properties": true}"#);
     let out = send(&mut plugin, get("/"));
     let id = one_upstream(&out, "x-request-id");
     assert!(is_uuid_v4(&id), "{id}");
@@ -672,7 +678,7 @@ fn response_carries_traceresponse_and_server_timing() {
 fn local_reply_of_a_later_filter_still_gets_the_request_id() {
     let shared = SharedState::new();
     let engine = HostEngine::global().unwrap();
-    let trace_id = load_with("{}", 1, &shared);
+    let trace_id = load_with(r#"{"properties": true}"#, 1, &shared);
     let probe_module = engine
         .load_file(repo().join("tests/fixtures/wat/probe.wat"))
         .unwrap();
@@ -797,7 +803,8 @@ fn metrics_accumulate_with_bounded_tags() {
     {
         let encoded = name.trim_start_matches("wasmcustom.");
         assert!(
-            encoded.starts_with("action=.=") && encoded.ends_with("_total"),
+            (encoded.starts_with("action=.=") || encoded.starts_with("phase=.="))
+                && encoded.ends_with("_total"),
             "{name}"
         );
     }
