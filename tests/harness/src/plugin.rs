@@ -1106,7 +1106,9 @@ impl Plugin {
         } else {
             (11, b"reset".to_vec())
         };
-        state.call_response = Some(response.unwrap_or_default());
+        // On a failure Envoy has no response object (`http_call_response_` stays null): the call's
+        // maps and body are unavailable (one header value: BadArgument; body: NotFound).
+        state.call_response = response;
         let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let out = self.root_callback(
             call.worker,

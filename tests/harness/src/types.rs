@@ -192,10 +192,14 @@ pub enum LogLevel {
     Error,
     /// 5
     Critical,
+    /// 6: Envoy's `wasm` logger set to "off" (spdlog's level 6). Only ever *reported* by
+    /// `proxy_get_log_level` (outside the SDK's enum); `proxy_log` at 6 is a BadArgument.
+    Off,
 }
 
 impl LogLevel {
-    /// From the ABI value; `None` above 5 (Envoy answers BadArgument).
+    /// From the ABI value of a log line; `None` above 5 (Envoy answers BadArgument; 6, "off", is
+    /// a level the proxy reports, not one a line can have).
     pub fn from_abi(level: i32) -> Option<Self> {
         Some(match level {
             0 => Self::Trace,
@@ -222,6 +226,7 @@ impl LogLevel {
             Self::Warn => "warning",
             Self::Error => "error",
             Self::Critical => "critical",
+            Self::Off => "off",
         }
     }
 }
@@ -245,7 +250,8 @@ pub struct PluginSpec {
     pub fail_policy: FailPolicy,
     /// Number of worker VMs (Envoy `--concurrency`); at least 1. A canary VM is run in addition.
     pub workers: usize,
-    /// Level the host reports to `proxy_get_log_level`; lower-level log lines are still recorded.
+    /// Level the host reports to `proxy_get_log_level` (`LogLevel::Off` reports 6, as Envoy does
+    /// with its `wasm` logger off); lines below it are still recorded.
     pub log_level: LogLevel,
     /// TEST-ONLY guard, not an Envoy feature: wasm fuel (≈ instructions) allowed per callback
     /// before the call is aborted as a trap. Envoy has no limit; this stops looping guests.

@@ -84,6 +84,36 @@ fn bad_pointers_and_unknown_enums_get_envoy_status_codes() {
 }
 
 #[test]
+fn log_level_is_reported_from_the_spec_including_envoys_off() {
+    for (level, abi) in [
+        (LogLevel::Trace, 0),
+        (LogLevel::Critical, 5),
+        (LogLevel::Off, 6),
+    ] {
+        let shared = SharedState::new();
+        let spec = meshward_host::PluginSpec {
+            log_level: level,
+            ..meshward_host::PluginSpec::new("probe", "probe_root").with_configuration("g")
+        };
+        let module = crate::support::module("probe.wat");
+        let mut plugin = meshward_host::Plugin::load(
+            meshward_host::HostEngine::global().unwrap(),
+            &module,
+            spec,
+            &shared,
+        )
+        .unwrap();
+        let out = plugin
+            .http_request(0, Request::get("/", "a.test"), Response::new(200))
+            .unwrap();
+        // get_log_level: Ok, then the value it wrote.
+        assert_eq!(statuses(&out.logs), vec![0, abi], "{level:?}");
+    }
+    // A line cannot be logged at "off": proxy_log(6) is a BadArgument (see the `p` scenario).
+    assert_eq!(LogLevel::from_abi(6), None);
+}
+
+#[test]
 fn shared_data_follows_envoy_cas_rules() {
     let (shared, mut plugin) = probe("c");
     let out = plugin
@@ -283,6 +313,10 @@ fn failed_http_call_is_delivered_with_zero_headers() {
         })
         .unwrap();
     assert!(!out.upstream_called);
+    // Three http_calls (unknown cluster, no :authority, ok), set_effective_context, then in the
+    // failure delivery: call response header BadArgument, call response body NotFound (Envoy
+    // keeps no response object for a failed call).
+    assert_eq!(statuses(&out.logs), vec![2, 2, 0, 0, 2, 1]);
     assert_eq!(out.response.status(), Some(502));
     assert_eq!(out.response.body, b"callout failed");
 }

@@ -9,6 +9,7 @@
 //! One integration-test binary (one link of wasmtime): each module drives built `.wasm` filters
 //! from `dist/` through `meshward-host`.
 
+mod abi_probe;
 mod config_schema;
 mod manifests;
 mod trace_id;
