@@ -10,8 +10,13 @@ PROFILE  ?= wasm-release
 WASM_TARGET := wasm32-wasip1
 # Shipped filters (dist/<name>.wasm from package meshward-filter-<name>).
 FILTERS  := trace-id
-# Test-only modules built alongside (dist/noop.wasm is the benchmark baseline; not shipped).
-TEST_MODULES := noop
+# Test-only modules built alongside, not shipped (dist/<name>.wasm from package
+# meshward-<name>-filter): noop is the benchmark baseline; callout proves the async shape
+# (streams waiting on a root-context callout) in the integration tests.
+TEST_MODULES := noop callout
+# Modules `make bench` measures (callout pauses every request until a callout answers: no
+# meaningful single-request profile).
+BENCH_MODULES := noop $(FILTERS)
 # Size gate per shipped filter, in KiB (`make size` fails above it; BENCHMARKS.md has the history).
 WASM_BUDGET_KB ?= 150
 # Tools we install live outside the clone so fresh clones on the same machine reuse them.
@@ -29,7 +34,7 @@ WASM_OUT := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/$(PROFILE)
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 WASM_BINDGEN_RUNNER  := $(TOOLS_DIR)/bin/wasm-bindgen-test-runner
 
-pkg_of = $(if $(filter noop,$(1)),meshward-noop-filter,meshward-filter-$(1))
+pkg_of = $(if $(filter $(TEST_MODULES),$(1)),meshward-$(1)-filter,meshward-filter-$(1))
 file_of = $(subst -,_,$(call pkg_of,$(1))).wasm
 
 # The packages `make test` builds, lints and tests: every package in the workspace.
@@ -74,10 +79,8 @@ build: targets ## build every filter (and test module) for wasm32-wasip1
 .PHONY: dist
 dist: build $(if $(filter 1,$(WASM_OPT)),wasm-opt) ## put each filter at dist/<name>.wasm (optimized, stripped) and print its size
 	@mkdir -p dist
-	@for f in $(FILTERS) $(TEST_MODULES); do \
-	  src=$(WASM_OUT)/$$(echo meshward-filter-$$f | sed 's/meshward-filter-noop/meshward-noop-filter/; s/-/_/g').wasm; \
-	  if [ "$(WASM_OPT)" = 1 ]; then wasm-opt $(WASM_OPT_FLAGS) $$src -o dist/$$f.wasm; else cp $$src dist/$$f.wasm; fi; \
-	done
+	@$(foreach f,$(FILTERS) $(TEST_MODULES),src=$(WASM_OUT)/$(call file_of,$(f)); \
+	  if [ "$(WASM_OPT)" = 1 ]; then wasm-opt $(WASM_OPT_FLAGS) $$src -o dist/$(f).wasm; else cp $$src dist/$(f).wasm; fi;)
 	@$(MAKE) --no-print-directory size
 
 .PHONY: size
@@ -86,7 +89,7 @@ size: ## print module sizes; fail when a shipped filter exceeds WASM_BUDGET_KB
 	  [ -f dist/$$f.wasm ] || { echo "dist/$$f.wasm missing: run make dist"; exit 1; }; \
 	  bytes=$$(stat -c %s dist/$$f.wasm); kb=$$(( (bytes + 1023) / 1024 )); \
 	  printf '  dist/%-16s %8d bytes (%d KiB)\n' "$$f.wasm" $$bytes $$kb; \
-	  if [ $$f != noop ] && [ $$kb -gt $(WASM_BUDGET_KB) ]; then echo "  ^ over the $(WASM_BUDGET_KB) KiB budget"; status=1; fi; \
+	  if [[ " $(FILTERS) " == *" $$f "* ]] && [ $$kb -gt $(WASM_BUDGET_KB) ]; then echo "  ^ over the $(WASM_BUDGET_KB) KiB budget"; status=1; fi; \
 	done; exit $$status
 
 # --- checks -----------------------------------------------------------------------------------
@@ -130,7 +133,7 @@ run: dist ## build the filters and serve them through the dev proxy on localhost
 # The request is pw-bench's bench profile, tests/fixtures/bench/request.json (see its README).
 bench: dist ## wasm instructions (fuel) and hostcalls per callback and per request, memory per VM, for every module
 	$(CARGO) build --locked -q -p meshward-host --bin pw-bench
-	@for f in $(TEST_MODULES) $(FILTERS); do \
+	@for f in $(BENCH_MODULES); do \
 	  cfg=tests/fixtures/$$f/bench.json; \
 	  $(or $(CARGO_TARGET_DIR),target)/debug/pw-bench dist/$$f.wasm --name $$f $$( [ -f $$cfg ] && echo --config $$cfg ); \
 	done
