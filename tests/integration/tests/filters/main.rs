@@ -9,5 +9,6 @@
 //! One integration-test binary (one link of wasmtime): each module drives built `.wasm` filters
 //! from `dist/` through `meshward-host`.
 
+mod callout;
 mod manifests;
 mod trace_id;
