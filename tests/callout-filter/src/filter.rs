@@ -86,6 +86,11 @@ pub fn on_tick(host: &(impl Host + ?Sized), cache: &RefCell<TokenCache>) {
         return;
     };
     let plan = cache.on_tick(now);
+    if plan.restore_period
+        && let Err(error) = host.set_tick_period(cache.config().tick_ms)
+    {
+        log::warn!("cannot restore the tick period: {error}");
+    }
     if plan.fetch {
         let dispatched = {
             let config = cache.config();
@@ -114,11 +119,6 @@ pub fn on_tick(host: &(impl Host + ?Sized), cache: &RefCell<TokenCache>) {
             let answered = cache.dispatch_failed(FetchError::Dispatch(why));
             answer(host, &cache, &answered);
         }
-    }
-    if plan.restore_period
-        && let Err(error) = host.set_tick_period(cache.config().tick_ms)
-    {
-        log::warn!("cannot restore the tick period: {error}");
     }
     for waiter in plan.expired {
         if let Err(error) = resume(host, waiter.context_id, &logic::timed_out()) {
