@@ -15,4 +15,5 @@ mod chain;
 mod loading;
 mod noop;
 mod probe;
+mod root_resume;
 mod support;

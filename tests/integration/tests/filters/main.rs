@@ -11,5 +11,6 @@
 
 mod abi_probe;
 mod config_schema;
+mod callout;
 mod manifests;
 mod trace_id;
