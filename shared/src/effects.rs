@@ -288,6 +288,10 @@ pub fn apply(
 /// Resumes (or replies to) a stream that waits on the root context: makes `context_id` the
 /// effective context, applies `effects` to its request headers (still available while it is
 /// paused), then continues its request unless the effects replied or keep it waiting.
+///
+/// The effective context stays on that stream afterwards: a root callback that then starts a
+/// callout would have Envoy tie it to the stream (and cancel it when the stream ends). Use
+/// [`resume_all`], which switches back to the root, or start root callouts first.
 pub fn resume(
     host: &(impl Host + ?Sized),
     context_id: u32,
@@ -299,6 +303,28 @@ pub fn resume(
         host_step("continue", host.continue_stream(StreamKind::Request))?;
     }
     Ok(applied)
+}
+
+/// [`resume`] for every stream in `context_ids` with the same `effects`, then makes the root
+/// context (`root_context_id`) effective again. Failures are logged per stream (a stream may have
+/// ended meanwhile) and counted: the result is how many streams were resumed or answered.
+pub fn resume_all(
+    host: &(impl Host + ?Sized),
+    root_context_id: u32,
+    context_ids: impl IntoIterator<Item = u32>,
+    effects: &Effects<'_>,
+) -> usize {
+    let mut done = 0;
+    for context_id in context_ids {
+        match resume(host, context_id, effects) {
+            Ok(_) => done += 1,
+            Err(error) => ::log::warn!("cannot resume stream {context_id}: {error}"),
+        }
+    }
+    if let Err(error) = host.set_effective_context(root_context_id) {
+        ::log::warn!("cannot switch back to the root context: {error}");
+    }
+    done
 }
 
 #[cfg(test)]
@@ -419,6 +445,16 @@ mod tests {
                 error: HostError::BadArgument
             })
         );
+    }
+
+    #[test]
+    fn resume_all_switches_back_to_the_root_context() {
+        let host = MockHost::new();
+        let mut effects = Effects::new();
+        effects.set_header("x-token", b"t");
+        assert_eq!(resume_all(&host, 1, [7, 8], &effects), 2);
+        assert_eq!(host.effective_contexts(), [7, 8, 1]);
+        assert_eq!(host.resumed_requests(), 2);
     }
 
     #[test]

@@ -49,10 +49,11 @@ impl<K: PartialEq + Copy> Waiters<K> {
     /// # Errors
     /// [`Full`] when `capacity` streams already wait.
     pub fn wait(&mut self, context_id: u32, key: K, deadline: Nanos) -> Result<(), Full> {
+        // A stream that registers again replaces its entry, even when the registry is full.
+        self.forget(context_id);
         if self.waiting.len() >= self.capacity {
             return Err(Full(self.capacity));
         }
-        self.forget(context_id);
         self.waiting.push(Waiter {
             context_id,
             key,
@@ -139,6 +140,13 @@ mod tests {
         waiters.wait(10, 1u8, 100).unwrap();
         waiters.wait(10, 2u8, 100).unwrap();
         assert_eq!(waiters.len(), 1);
+        waiters.wait(11, 1u8, 100).unwrap();
+        waiters.wait(10, 3u8, 100).unwrap();
+        assert_eq!(
+            waiters.len(),
+            2,
+            "re-registering at capacity replaces the entry"
+        );
         assert!(waiters.forget(10));
         assert!(!waiters.forget(10));
     }

@@ -10,7 +10,7 @@
 //! from `dist/` through `meshward-host`.
 
 mod abi_probe;
-mod config_schema;
 mod callout;
+mod config_schema;
 mod manifests;
 mod trace_id;
