@@ -6,8 +6,8 @@
 //! bytes once, decide, apply the effects. Nothing is read that the decision does not use.
 
 use meshward_core::effects::{self, Action, ApplyError, Effects};
-use meshward_core::host::{Host, HostError, LogLevel, MapKind, PropertyPath};
-use meshward_core::plugin::on_error;
+use meshward_core::host::{Host, HostError, MapKind, PropertyPath};
+use meshward_core::plugin::{on_error, read_plugin_config};
 
 use crate::config::{self, Config, Policy};
 use crate::logic::{B3_HEADERS, Decision, Incoming, RANDOM_BYTES, TRACEPARENT, TRACESTATE};
@@ -46,19 +46,11 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Parses the plugin configuration and defines the metrics; logs the reason and returns
-    /// `None` when the configuration is invalid.
-    pub fn configure(host: &(impl Host + ?Sized), bytes: &[u8]) -> Option<Self> {
-        let config = match config::parse(bytes) {
-            Ok(config) => config,
-            Err(e) => {
-                host.log(
-                    LogLevel::Error,
-                    &format!("trace-id: invalid plugin config: {e}"),
-                );
-                return None;
-            }
-        };
+    /// Reads and validates the plugin configuration (the core's glue: it logs
+    /// `trace-id: invalid plugin config: <path>: <reason>` and returns `None` when invalid), then
+    /// defines the metrics and the header paths.
+    pub fn configure(host: &(impl Host + ?Sized)) -> Option<Self> {
+        let config = read_plugin_config::<config::RawConfig, Config>(host)?;
         let rid = &config.request_id;
         let paths = Paths {
             request_id: std::iter::once(&rid.header)
@@ -221,8 +213,16 @@ mod tests {
 
     use super::*;
 
+    use meshward_core::host::{BufferKind, LogLevel};
+
     fn filter(host: &MockHost, json: &str) -> Filter {
-        Filter::configure(host, json.as_bytes()).unwrap()
+        let configuring = MockHost::new().with_buffer(BufferKind::PluginConfiguration, json);
+        let filter = Filter::configure(&configuring).unwrap();
+        // Metric ids are per host: define them where the test sends its requests.
+        Filter {
+            metrics: crate::metrics::Metrics::define(host),
+            ..filter
+        }
     }
 
     #[test]
@@ -348,14 +348,15 @@ mod tests {
 
     #[test]
     fn invalid_config_is_logged_with_its_path() {
-        let host = MockHost::new();
-        assert!(Filter::configure(&host, br#"{"requestId": {"maxLength": 0}}"#).is_none());
+        meshward_core::log::set_filter_name("trace-id");
+        let host = MockHost::new().with_plugin_config(r#"{"requestId": {"maxLength": 0}}"#);
+        assert!(Filter::configure(&host).is_none());
         let logs = host.logs_at_least(LogLevel::Error);
         assert_eq!(logs.len(), 1);
         assert!(
             logs[0].starts_with("trace-id: invalid plugin config: requestId.maxLength: "),
             "{logs:?}"
         );
-        assert!(Filter::configure(&host, b"").is_some());
+        assert!(Filter::configure(&MockHost::new().with_plugin_config("")).is_some());
     }
 }

@@ -4,7 +4,6 @@ use std::rc::Rc;
 
 use meshward_core::effects::Action as CoreAction;
 use meshward_core::host::proxy_wasm::ProxyWasmHost;
-use meshward_core::host::{BufferKind, Host, LogLevel};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
@@ -33,18 +32,8 @@ impl Context for TraceIdRoot {}
 impl RootContext for TraceIdRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let host = ProxyWasmHost::new();
-        meshward_core::log::set_max_level(None, host.log_level());
-        let bytes = match host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX) {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(e) => {
-                host.log(
-                    LogLevel::Error,
-                    &format!("trace-id: cannot read plugin config: {e}"),
-                );
-                return false;
-            }
-        };
-        self.filter = Filter::configure(&host, &bytes).map(Rc::new);
+        meshward_core::plugin::sync_log_level(&host, None);
+        self.filter = Filter::configure(&host).map(Rc::new);
         self.filter.is_some()
     }
 
