@@ -191,9 +191,11 @@ impl Stream {
         let Some(decision) = self.decision() else {
             return Action::Continue;
         };
-        let server_timing = decision.server_timing();
+        // Formatted only when configured: the array alone costs its length in a bulk fill.
+        let server_timing = filter.config.server_timing.then(|| decision.server_timing());
+        let server_timing = server_timing.as_ref().map_or(&[][..], |value| &value[..]);
         let mut effects = Effects::new();
-        decision.response_effects(&filter.config, &server_timing, &mut effects);
+        decision.response_effects(&filter.config, server_timing, &mut effects);
         if let Err(error) = effects::apply(host, MapKind::ResponseHeaders, &effects) {
             filter
                 .metrics
