@@ -192,7 +192,10 @@ impl Stream {
             return Action::Continue;
         };
         // Formatted only when configured: the array alone costs its length in a bulk fill.
-        let server_timing = filter.config.server_timing.then(|| decision.server_timing());
+        let server_timing = filter
+            .config
+            .server_timing
+            .then(|| decision.server_timing());
         let server_timing = server_timing.as_ref().map_or(&[][..], |value| &value[..]);
         let mut effects = Effects::new();
         decision.response_effects(&filter.config, server_timing, &mut effects);
