@@ -12,5 +12,6 @@
 mod abi_probe;
 mod callout;
 mod config_schema;
+mod fuzz_smoke;
 mod manifests;
 mod trace_id;
