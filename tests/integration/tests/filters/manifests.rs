@@ -553,6 +553,29 @@ fn exported_stat_tags_equal_the_envoy_stats_tags() {
         .map(|t| t.tag_name.as_str())
         .collect();
     assert!(!envoy_tags.is_empty());
+    // Every tag a filter's metric names carry must be extracted (metrics are defined at configure
+    // time, so loading each filter of envoy.yaml exports all its series).
+    let shared = SharedState::new();
+    for filter in &config.wasm_filters {
+        let stem = filter.module_path.file_stem().unwrap().to_string_lossy();
+        let module = HostEngine::global()
+            .unwrap()
+            .load_file(dist_module(&stem))
+            .unwrap();
+        let spec = PluginSpec::new(filter.plugin_name.clone(), filter.root_id.clone())
+            .with_configuration(filter.configuration.clone());
+        Plugin::load(HostEngine::global().unwrap(), &module, spec, &shared).unwrap();
+    }
+    for metric in shared.metrics().keys() {
+        for part in metric.trim_start_matches("wasmcustom.").split(";.;") {
+            if let Some((tag, _)) = part.split_once("=.=") {
+                assert!(
+                    envoy_tags.contains(&tag),
+                    "metric {metric} carries tag `{tag}`, which envoy.yaml stats_tags does not extract"
+                );
+            }
+        }
+    }
     for tag in &config.stats_tags {
         assert_eq!(
             tag.regex,
