@@ -19,19 +19,24 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> [u8; UUID_LEN] {
         *variant = (*variant & 0x3f) | 0x80;
     }
     let mut out = [b'-'; UUID_LEN];
-    // Groups 8-4-4-4-12 hex digits: (byte range, output range).
-    for (from, to) in [
-        (0..4, 0..8),
-        (4..6, 9..13),
-        (6..8, 14..18),
-        (8..10, 19..23),
-        (10..16, 24..36),
-    ] {
-        if let (Some(src), Some(dst)) = (bytes.get(from), out.get_mut(to)) {
-            encode_hex_to(src, dst);
+    encode_hex_at(&bytes, &mut out, &UUID_DIGIT_AT);
+    out
+}
+
+/// Where the two hex digits of each UUID byte go (groups 8-4-4-4-12, `-` between them).
+const UUID_DIGIT_AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// Writes the hex digits of `bytes[i]` at `out[at[i]..at[i] + 2]`: one pass for a formatted id
+/// with separators (a UUID, a `traceparent`), without slicing per group.
+pub fn encode_hex_at(bytes: &[u8], out: &mut [u8], at: &[usize]) {
+    for (byte, position) in bytes.iter().zip(at) {
+        if let (Some(digits), Some(pair)) = (
+            HEX_PAIRS.get(usize::from(*byte)),
+            out.get_mut(*position..*position + 2),
+        ) {
+            pair.copy_from_slice(digits);
         }
     }
-    out
 }
 
 /// Whether `value` is a hyphenated UUID shape (any version), either case.
