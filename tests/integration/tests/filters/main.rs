@@ -13,4 +13,5 @@ mod abi_probe;
 mod callout;
 mod config_schema;
 mod manifests;
+mod rate_limit;
 mod trace_id;
