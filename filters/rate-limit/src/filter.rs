@@ -207,13 +207,23 @@ fn rule_key(
     match &rule.key {
         KeySource::Fixed => Ok(true),
         KeySource::ClientAddress(client) => {
-            let peer = host.property(&SOURCE_ADDRESS)?;
             let xff = if client.trusted_hops > 0 {
                 host.property(&XFF)?
             } else {
                 None
             };
-            match key::client_ip(client, peer.as_deref(), xff.as_deref()) {
+            let mut peer_error = None;
+            let peer = || {
+                host.property(&SOURCE_ADDRESS)
+                    .map_err(|e| peer_error = Some(e))
+                    .ok()
+                    .flatten()
+            };
+            let ip = key::client_ip(client, xff.as_deref(), peer);
+            if let Some(e) = peer_error {
+                return Err(e);
+            }
+            match ip {
                 Some(ip) => {
                     key::address_key(client, ip, out);
                     Ok(true)

@@ -33,12 +33,12 @@ pub struct ClientAddress {
 }
 
 /// The client address of a request: the `trusted_hops`-th `X-Forwarded-For` entry from the right
-/// when configured and well-formed, else the peer address. Only the last `trusted_hops` entries
+/// when configured and well-formed, else the peer address (`peer()`). Only the last `trusted_hops` entries
 /// are looked at, so what a client writes to the left is never read.
 pub fn client_ip(
     config: &ClientAddress,
-    peer: Option<&[u8]>,
     xff: Option<&[u8]>,
+    peer: impl FnOnce() -> Option<Vec<u8>>,
 ) -> Option<IpAddr> {
     let hops = usize::try_from(config.trusted_hops).unwrap_or(usize::MAX);
     if hops > 0
@@ -48,7 +48,8 @@ pub fn client_ip(
     {
         return Some(ip);
     }
-    peer.and_then(parse_peer_address)
+    // The peer address is read only when needed (one hostcall less per request).
+    peer().as_deref().and_then(parse_peer_address)
 }
 
 fn masked<const N: usize>(octets: [u8; N], prefix: u8) -> [u8; N] {
@@ -152,7 +153,7 @@ mod tests {
 
     fn key_of(config: &ClientAddress, peer: &str, xff: Option<&str>) -> Key {
         let mut key = Key::new();
-        if let Some(ip) = client_ip(config, Some(peer.as_bytes()), xff.map(str::as_bytes)) {
+        if let Some(ip) = client_ip(config, xff.map(str::as_bytes), || Some(peer.into())) {
             address_key(config, ip, &mut key);
         }
         key

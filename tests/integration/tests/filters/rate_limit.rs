@@ -364,3 +364,34 @@ fn distinct_keys_keep_the_key_space_and_memory_bounded() {
         4096.min(u64::from(sent))
     );
 }
+
+// === the JSON Schema ===
+
+fn committed_schema() -> serde_json::Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../filters/rate-limit/config.schema.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_committed_schema_is_current_and_accepts_the_shipped_configs() {
+    assert!(
+        committed_schema() == meshward_filter_rate_limit::config::schema(),
+        "filters/rate-limit/config.schema.json is stale: run `make schemas` and commit it"
+    );
+    let validator = jsonschema::validator_for(&committed_schema()).unwrap();
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/rate-limit/bench.json");
+    let bench = std::fs::read_to_string(bench).unwrap();
+    for config in [bench.as_str(), PER_IP] {
+        let value: serde_json::Value = serde_json::from_str(config).unwrap();
+        let problems: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(meshward_filter_rate_limit::config::parse(config.as_bytes()).is_ok());
+    }
+    let typo = serde_json::json!({"rules": [{"tokenBucket": {"maxTokens": 1, "fillInterval": "1s", "burst": 2}}]});
+    assert!(!validator.is_valid(&typo));
+}
