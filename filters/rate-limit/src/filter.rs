@@ -382,15 +382,18 @@ struct HeaderValues {
 }
 
 impl HeaderValues {
-    fn new(p: &Prepared, d: &Decision) -> Self {
+    fn new(p: &Prepared, d: &Decision, dialect: HeaderDialect) -> Self {
         let remaining = digits(u64::from(d.remaining));
         let reset = digits(d.reset_s);
         let mut ratelimit = ArrayVec::new();
-        let _ = ratelimit.try_extend_from_slice(&p.quoted_name);
-        let _ = ratelimit.try_extend_from_slice(b";r=");
-        let _ = ratelimit.try_extend_from_slice(&remaining);
-        let _ = ratelimit.try_extend_from_slice(b";t=");
-        let _ = ratelimit.try_extend_from_slice(&reset);
+        // Only the IETF dialect has a composed value.
+        if matches!(dialect, HeaderDialect::Ietf | HeaderDialect::Both) {
+            let _ = ratelimit.try_extend_from_slice(&p.quoted_name);
+            let _ = ratelimit.try_extend_from_slice(b";r=");
+            let _ = ratelimit.try_extend_from_slice(&remaining);
+            let _ = ratelimit.try_extend_from_slice(b";t=");
+            let _ = ratelimit.try_extend_from_slice(&reset);
+        }
         Self {
             remaining,
             reset,
@@ -509,7 +512,7 @@ impl Stream {
             return Ok(effects::apply(host, MapKind::RequestHeaders, &effects)?.action);
         }
         let response = &filter.config.response;
-        values = HeaderValues::new(prepared, &decision);
+        values = HeaderValues::new(prepared, &decision, response.dialect);
         retry_after = digits(ceil_secs(
             charge.retry_after_ns.unwrap_or(charge.reset_ns).max(1),
         ));
@@ -559,7 +562,7 @@ impl Stream {
         let Some(prepared) = filter.prepared.get(decision.rule) else {
             return Action::Continue;
         };
-        let values = HeaderValues::new(prepared, decision);
+        let values = HeaderValues::new(prepared, decision, dialect);
         let mut pairs: ArrayVec<(&str, &[u8]), 5> = ArrayVec::new();
         values.pairs(prepared, dialect, &mut pairs);
         let mut effects = Effects::new();
