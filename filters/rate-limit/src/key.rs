@@ -237,4 +237,16 @@ mod tests {
         assert!(slot(b"abc", 1, 7) < 7);
         assert_eq!(slot(b"abc", 1, 1), 0);
     }
+
+    proptest::proptest! {
+        /// Any `X-Forwarded-For` bytes: a defined key, never a panic.
+        #[test]
+        fn any_forwarded_for(xff in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), hops in 0u32..17) {
+            let config = ClientAddress { trusted_hops: hops, ..HOPS1 };
+            let ip = client_ip(&config, Some(&xff), || Some(b"10.0.0.1:1".to_vec()));
+            let mut key = Key::new();
+            address_key(&config, ip.unwrap(), &mut key);
+            proptest::prop_assert!(key.len() == 5 || key.len() == 17);
+        }
+    }
 }

@@ -317,4 +317,24 @@ mod tests {
         };
         assert!(!charge(&mut buf, &zero, b"z", 0, 0).allowed);
     }
+
+    proptest::proptest! {
+        /// Whatever shared data holds (foreign bytes, truncated tables) and whatever the clock
+        /// says, charging never panics, keeps at most `capacity` records and never lets a bucket
+        /// exceed `maxTokens`.
+        #[test]
+        fn any_value_any_key_any_time(
+            mut buf in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            keys in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..20),
+            times in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..20),
+            cost in 0u32..5,
+        ) {
+            let spec = spec(3, Overflow::EvictLru);
+            for (key, now) in keys.iter().zip(times.iter().cycle()) {
+                let c = charge(&mut buf, &spec, key, cost, *now);
+                proptest::prop_assert!(c.remaining <= spec.bucket.max_tokens);
+                proptest::prop_assert!(len(&buf) <= spec.capacity);
+            }
+        }
+    }
 }
