@@ -118,7 +118,7 @@ pub struct RawTokenBucket {
 
 /// The key of a rule, by `type`: `{"type": "clientAddress", "trustedHops": 1,
 /// "ipv6PrefixLength": 64}`, `{"type": "header", "name": "x-api-key", "allowList": [..]}`,
-/// `{"type": "queryParameter", "name": "tenant"}`, `{"type": "fixed"}`.
+/// `{"type": "queryParameter", "name": "tenant"}`, `{"type": "route"}`, `{"type": "fixed"}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(
@@ -155,6 +155,8 @@ pub enum KeyType {
     Header,
     /// A query parameter value.
     QueryParameter,
+    /// The route's name (`xds.route_name`): one bucket per route.
+    Route,
     /// One bucket.
     Fixed,
 }
@@ -298,6 +300,8 @@ pub fn schema() -> serde_json::Value {
 pub enum KeySource {
     /// One bucket.
     Fixed,
+    /// The route name.
+    Route,
     /// The client address.
     ClientAddress(ClientAddress),
     /// A header (lower-case name).
@@ -419,7 +423,7 @@ fn key_source(raw: Option<RawKey>) -> Result<KeySource, InvalidConfig> {
     let own: &[&str] = match raw.kind {
         KeyType::ClientAddress => &["trustedHops", "ipv4PrefixLength", "ipv6PrefixLength"],
         KeyType::Header | KeyType::QueryParameter => &["name", "allowList"],
-        KeyType::Fixed => &[],
+        KeyType::Fixed | KeyType::Route => &[],
     };
     for (field, present) in [
         ("name", raw.name.is_some()),
@@ -434,6 +438,7 @@ fn key_source(raw: Option<RawKey>) -> Result<KeySource, InvalidConfig> {
     }
     Ok(match raw.kind {
         KeyType::Fixed => KeySource::Fixed,
+        KeyType::Route => KeySource::Route,
         KeyType::ClientAddress => {
             let trusted_hops = raw.trusted_hops.unwrap_or(0);
             if trusted_hops > 16 {

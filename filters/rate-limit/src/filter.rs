@@ -44,6 +44,7 @@ pub const FAILURE_DETAILS: &str = "meshward_rate_limit_error";
 pub const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
 
 static SOURCE_ADDRESS: PropertyPath = PropertyPath::from_static("source\0address");
+static ROUTE_NAME: PropertyPath = PropertyPath::from_static("xds\0route_name");
 static XFF: PropertyPath = PropertyPath::from_static("request\0headers\0x-forwarded-for");
 
 fn request_header(name: &str) -> PropertyPath {
@@ -206,6 +207,13 @@ fn rule_key(
 ) -> Result<bool, HostError> {
     match &rule.key {
         KeySource::Fixed => Ok(true),
+        KeySource::Route => match host.property(&ROUTE_NAME)? {
+            Some(route) => {
+                key::value_key(&route, None, out);
+                Ok(true)
+            }
+            None => Ok(false),
+        },
         KeySource::ClientAddress(client) => {
             let xff = if client.trusted_hops > 0 {
                 host.property(&XFF)?
@@ -734,6 +742,34 @@ mod tests {
         let mut stream = Stream::default();
         stream.on_request_headers(&filter, &host);
         assert!(stream.decision().is_none());
+    }
+
+    #[test]
+    fn route_keys_separate_routes() {
+        let config = r#"{"rules": [{"name": "r", "key": {"type": "route"},
+            "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"}}]}"#;
+        let a = MockHost::new().with_property(&["xds", "route_name"], "a");
+        let filter = Filter::configure(&a, config.as_bytes()).unwrap();
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &a),
+            Action::Continue
+        );
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &a),
+            Action::Pause
+        );
+        let b = MockHost::new().with_property(&["xds", "route_name"], "b");
+        for (key, value) in a
+            .shared_keys()
+            .iter()
+            .filter_map(|k| a.shared_entry(k).map(|e| (k.clone(), e.0)))
+        {
+            b.put_shared_data(&key, value);
+        }
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &b),
+            Action::Continue
+        );
     }
 
     #[test]
