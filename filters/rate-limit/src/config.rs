@@ -94,6 +94,10 @@ pub struct RawRule {
     pub overflow: Option<RawOverflow>,
     /// Count "would limit" but let every request through (default false).
     pub shadow: Option<bool>,
+    /// Headers added to a request a shadow rule would have limited, for the upstream to see
+    /// (Envoy `request_headers_to_add_when_not_enforced`; at most 4).
+    #[serde(alias = "request_headers_to_add_when_not_enforced")]
+    pub request_headers_to_add_when_not_enforced: Option<Vec<RawHeader>>,
 }
 
 /// Envoy's token bucket.
@@ -355,6 +359,8 @@ pub struct Rule {
     pub overflow: Overflow,
     /// Shadow mode.
     pub shadow: bool,
+    /// Request headers set when a shadow rule would have limited (lower-case names).
+    pub shadow_request_headers: Vec<(String, Vec<u8>)>,
 }
 
 /// The validated reply.
@@ -403,6 +409,22 @@ fn header_name(path: &str, name: &str) -> Result<String, InvalidConfig> {
         ));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// A configured header: a valid name (lower-cased) and a value without CR, LF or NUL.
+fn header(path: &str, raw: RawHeader) -> Result<(String, Vec<u8>), InvalidConfig> {
+    let name = header_name(&format!("{path}.name"), &raw.name)?;
+    if raw
+        .value
+        .bytes()
+        .any(|b| b == b'\r' || b == b'\n' || b == 0)
+    {
+        return Err(InvalidConfig::at(
+            format!("{path}.value"),
+            "no CR, LF or NUL",
+        ));
+    }
+    Ok((name, raw.value.into_bytes()))
 }
 
 fn allow_list(path: &str, raw: Option<Vec<String>>) -> Result<Option<Vec<Vec<u8>>>, InvalidConfig> {
@@ -577,6 +599,20 @@ fn rule(raw: RawRule, default_name: String, is_default: bool) -> Result<Rule, In
             format!("must be 1 to {MAX_ENTRIES_PER_SLOT}"),
         ));
     }
+    let raw_shadow_headers = raw
+        .request_headers_to_add_when_not_enforced
+        .unwrap_or_default();
+    if raw_shadow_headers.len() > 4 {
+        return Err(InvalidConfig::at(
+            "requestHeadersToAddWhenNotEnforced",
+            "at most 4 headers",
+        ));
+    }
+    let mut shadow_request_headers = Vec::with_capacity(raw_shadow_headers.len());
+    for (i, h) in raw_shadow_headers.into_iter().enumerate() {
+        let path = format!("requestHeadersToAddWhenNotEnforced[{i}]");
+        shadow_request_headers.push(header(&path, h)?);
+    }
     Ok(Rule {
         name,
         matcher,
@@ -590,6 +626,7 @@ fn rule(raw: RawRule, default_name: String, is_default: bool) -> Result<Rule, In
             Some(RawOverflow::Deny) => Overflow::Deny,
         },
         shadow: raw.shadow.unwrap_or(false),
+        shadow_request_headers,
     })
 }
 
@@ -617,14 +654,7 @@ fn response(raw: Option<RawResponse>) -> Result<Response, InvalidConfig> {
     }
     let mut headers = Vec::new();
     for (i, h) in raw.headers.unwrap_or_default().into_iter().enumerate() {
-        let name = header_name(&format!("response.headers[{i}].name"), &h.name)?;
-        if h.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(InvalidConfig::at(
-                format!("response.headers[{i}].value"),
-                "no CR, LF or NUL",
-            ));
-        }
-        headers.push((name, h.value.into_bytes()));
+        headers.push(header(&format!("response.headers[{i}]"), h)?);
     }
     if headers.len() > 8 {
         return Err(InvalidConfig::at("response.headers", "at most 8 headers"));

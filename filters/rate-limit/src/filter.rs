@@ -502,6 +502,11 @@ impl Stream {
             Metrics::request_series(index, outcome),
             1,
         );
+        if outcome == Outcome::ShadowLimited {
+            for (name, value) in &rule.shadow_request_headers {
+                effects.set_header(name, value);
+            }
+        }
         if charge.inserted && charge.evicted.is_none() {
             effects.count(&metrics.live_keys, index, 1);
         }
@@ -674,7 +679,8 @@ mod tests {
             "max_tokens 0 touches no bucket"
         );
 
-        let shadow = r#"{"rules": [{"name": "s", "shadow": true, "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"}}]}"#;
+        let shadow = r#"{"rules": [{"name": "s", "shadow": true, "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"},
+            "request_headers_to_add_when_not_enforced": [{"name": "X-Would-Limit", "value": "s"}]}]}"#;
         let host = self::host("10.0.0.1:1");
         let filter = Filter::configure(&host, shadow.as_bytes()).unwrap();
         for _ in 0..3 {
@@ -684,6 +690,7 @@ mod tests {
             );
         }
         assert!(host.local_response().is_none());
+        assert_eq!(host.request_header("x-would-limit").as_deref(), Some("s"));
         assert_eq!(
             host.metric_value(
                 "rule=.=s;.;outcome=.=shadow_limited;.;meshward_rate_limit_requests_total"
