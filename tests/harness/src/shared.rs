@@ -108,11 +108,56 @@ pub(crate) struct Tables {
     pub(crate) queue_notifications: Vec<(u64, Option<usize>, u32, u32)>,
     pub(crate) metrics: BTreeMap<String, MetricValue>,
     pub(crate) clusters: Option<BTreeSet<String>>,
+    /// Fault injection: CAS writes that find another worker's write before them.
+    pub(crate) cas_races: Vec<CasRace>,
+    pub(crate) cas_races_fired: u64,
     pub(crate) node: NodeInfo,
     pub(crate) next_plugin_uid: u64,
 }
 
+/// An injected race (see [`SharedState::inject_cas_races`]).
+#[derive(Debug)]
+pub(crate) struct CasRace {
+    pub(crate) vm_id: String,
+    pub(crate) key_prefix: String,
+    pub(crate) remaining: u32,
+    /// `None`: races with writes to existing keys (the value is re-stored). `Some`: races with
+    /// the creation of an absent key (another worker creates it with this value first).
+    pub(crate) create: Option<Vec<u8>>,
+}
+
 impl Tables {
+    /// Called by `proxy_set_shared_data` before it checks a CAS token (`cas != 0`): when an
+    /// injected race matches `key`, another worker's write lands first — the value is stored
+    /// again, unchanged, with a new CAS token — so the caller's token is stale. Returns whether
+    /// it did.
+    pub(crate) fn race_before_cas_write(&mut self, vm_id: &str, key: &str) -> bool {
+        let existing = self
+            .data
+            .get(vm_id)
+            .and_then(|m| m.get(key))
+            .map(|(v, _)| v.clone());
+        let Some(race) = self.cas_races.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.vm_id == vm_id
+                && key.starts_with(r.key_prefix.as_str())
+                && r.create.is_some() == existing.is_none()
+        }) else {
+            return false;
+        };
+        let Some(value) = existing.or_else(|| race.create.clone()) else {
+            return false;
+        };
+        race.remaining -= 1;
+        self.cas_races_fired += 1;
+        let cas = self.next_cas();
+        self.data
+            .entry(vm_id.to_owned())
+            .or_default()
+            .insert(key.to_owned(), (value, cas));
+        true
+    }
+
     pub(crate) fn next_cas(&mut self) -> u32 {
         self.next_cas = self.next_cas.wrapping_add(1);
         if self.next_cas == 0 {
@@ -201,6 +246,45 @@ impl SharedState {
             .or_default()
             .insert(key.to_owned(), (value.to_vec(), cas));
         cas
+    }
+
+    /// Fault injection for compare-and-swap loops: each of the next `count` CAS writes
+    /// (`proxy_set_shared_data` with a non-zero token) to an existing key of `vm_id` that starts
+    /// with `key_prefix` finds that another worker wrote the key between the filter's read and
+    /// this write (the value re-stored unchanged under a new token), so it fails with
+    /// `CasMismatch` and the filter must read again. Unconditional writes and creations of absent
+    /// keys are not affected. Races add up across calls; [`SharedState::cas_races_fired`] counts
+    /// the ones that happened.
+    pub fn inject_cas_races(&self, vm_id: &str, key_prefix: &str, count: u32) {
+        self.tables().cas_races.push(CasRace {
+            vm_id: vm_id.to_owned(),
+            key_prefix: key_prefix.to_owned(),
+            remaining: count,
+            create: None,
+        });
+    }
+
+    /// Fault injection for first writes: the next write with a non-zero CAS token to an
+    /// *absent* key of `vm_id` starting with `key_prefix` (Envoy would ignore the token and
+    /// insert) finds that another worker created the key with `value` first; the write then
+    /// sees that key (and its token), exactly as if the other worker had won the race.
+    pub fn inject_creation_race(&self, vm_id: &str, key_prefix: &str, value: &[u8]) {
+        self.tables().cas_races.push(CasRace {
+            vm_id: vm_id.to_owned(),
+            key_prefix: key_prefix.to_owned(),
+            remaining: 1,
+            create: Some(value.to_vec()),
+        });
+    }
+
+    /// How many injected races happened so far.
+    pub fn cas_races_fired(&self) -> u64 {
+        self.tables().cas_races_fired
+    }
+
+    /// Drops the races not yet fired.
+    pub fn clear_cas_races(&self) {
+        self.tables().cas_races.clear();
     }
 
     /// Items currently in queue `name` of `vm_id`.
@@ -382,6 +466,39 @@ fn write_histogram(out: &mut String, name: &str, tags: &str, samples: &[u64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn injected_cas_races_stale_the_token_of_matching_keys_only() {
+        let shared = SharedState::new();
+        let cas = shared.set_shared_data("vm", "rl.1", b"v");
+        let other = shared.set_shared_data("vm", "x", b"w");
+        shared.inject_cas_races("vm", "rl.", 2);
+        let mut t = shared.tables();
+        assert!(!t.race_before_cas_write("vm", "x"), "prefix mismatch");
+        assert!(!t.race_before_cas_write("other-vm", "rl.1"), "vm mismatch");
+        assert!(
+            !t.race_before_cas_write("vm", "rl.absent"),
+            "absent keys are inserts"
+        );
+        assert!(t.race_before_cas_write("vm", "rl.1"));
+        let (value, new_cas) = t.data["vm"]["rl.1"].clone();
+        assert_eq!(value, b"v", "the value is kept");
+        assert_ne!(new_cas, cas, "the reader's token is stale");
+        assert!(t.race_before_cas_write("vm", "rl.1"));
+        assert!(!t.race_before_cas_write("vm", "rl.1"), "only `count` races");
+        assert_eq!(t.cas_races_fired, 2);
+        assert_eq!(t.data["vm"]["x"].1, other);
+        drop(t);
+        shared.inject_creation_race("vm", "rl.", b"theirs");
+        let mut t = shared.tables();
+        assert!(
+            !t.race_before_cas_write("vm", "rl.1"),
+            "existing keys are not creations"
+        );
+        assert!(t.race_before_cas_write("vm", "rl.new"));
+        assert_eq!(t.data["vm"]["rl.new"].0, b"theirs");
+        assert!(!t.race_before_cas_write("vm", "rl.other"), "once");
+    }
 
     #[test]
     fn extracts_istio_style_tags() {

@@ -503,6 +503,11 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let vm_id = c.data().plugin.vm_id.clone();
             let mut tables = c.data().shared.tables();
             let key = string(&key);
+            if cas != 0 {
+                // Fault injection (`SharedState::inject_cas_races`/`inject_creation_race`): another
+                // worker writes first.
+                tables.race_before_cas_write(&vm_id, &key);
+            }
             let existing = tables
                 .data
                 .get(&vm_id)

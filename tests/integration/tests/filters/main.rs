@@ -14,4 +14,5 @@ mod callout;
 mod config_schema;
 mod fuzz_smoke;
 mod manifests;
+mod rate_limit;
 mod trace_id;

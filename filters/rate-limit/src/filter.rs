@@ -1,0 +1,800 @@
+//! The glue between the proxy and the pure parts, written against the core's [`Host`] so it runs
+//! natively against `MockHost` in tests; `plugin` only forwards proxy-wasm callbacks here.
+//!
+//! Per request: pick the rule (reading only what its match and key need), read the clock once,
+//! charge the key's bucket in shared data with compare-and-swap, then apply the effects: forward
+//! (rate-limit headers on the response if configured) or reply 429 / `RESOURCE_EXHAUSTED`.
+//!
+//! ## Shared data and the first write
+//!
+//! Each rule owns `slots` shared-data keys, `mwrl.<config hash>.<rule>.<slot>`, plus one marker
+//! key `mwrl.<config hash>.m` per configuration; nothing else is ever written, so the key space
+//! is fixed by the configuration whatever the traffic. A slot is updated read → edit →
+//! `set_shared_data(cas)`, retried up to `contention.maxRetries` times on `CasMismatch`.
+//!
+//! Envoy ignores the CAS token when the key does not exist yet (it inserts), so two workers that
+//! both find a slot absent would both "win" and one's charge would be lost. A worker that finds a
+//! slot absent therefore never writes a charge: it only creates the slot, as an empty table, with
+//! a CAS token it knows is *stale* — one read from the marker key before it read the slot. Envoy
+//! hands out CAS tokens from one increasing counter, so if another worker created the slot in
+//! between, the slot's token is newer than the marker's and the creation fails with
+//! `CasMismatch` (harmless: the slot exists). If the slot is still absent the insert happens.
+//! Either way the worker then reads the slot again and charges it with an ordinary CAS write, so
+//! every charge is a CAS against a token that was read, and none can be lost. (The counter wraps
+//! after 2^32 writes; a collision needs exactly that many writes inside one read–write window.)
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::fmt::Write as _;
+
+use arrayvec::ArrayVec;
+use meshward_core::effects::{self, Action, ApplyError, Effects};
+use meshward_core::host::{Host, HostError, LocalReply, LogLevel, MapKind, PropertyPath};
+use meshward_core::plugin::on_error;
+use meshward_core::route_match::MatchInput;
+
+use crate::config::{self, Config, Cost, Exhausted, HeaderDialect, KeySource, Rule};
+use crate::key::{self, Key};
+use crate::metrics::{Metrics, Outcome};
+use crate::table::{self, Charge, TableSpec};
+
+/// `details` of the local reply `failureMode: deny` sends.
+pub const FAILURE_DETAILS: &str = "meshward_rate_limit_error";
+/// gRPC `RESOURCE_EXHAUSTED`.
+pub const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
+
+static SOURCE_ADDRESS: PropertyPath = PropertyPath::from_static("source\0address");
+static ROUTE_NAME: PropertyPath = PropertyPath::from_static("xds\0route_name");
+static XFF: PropertyPath = PropertyPath::from_static("request\0headers\0x-forwarded-for");
+
+fn request_header(name: &str) -> PropertyPath {
+    PropertyPath::new(&["request", "headers", name])
+}
+
+/// What configure prepares per rule.
+#[derive(Debug)]
+struct Prepared {
+    /// `mwrl.<hash>.<rule>.`: the slot number is appended.
+    key_prefix: String,
+    key_header: Option<PropertyPath>,
+    cost_header: Option<PropertyPath>,
+    seed: u64,
+    /// `x-ratelimit-limit` value.
+    limit: Vec<u8>,
+    /// `RateLimit-Policy` value.
+    policy: Vec<u8>,
+    /// `"name"` for the `RateLimit` field.
+    quoted_name: Vec<u8>,
+}
+
+/// One configured filter on one VM.
+#[derive(Debug)]
+pub struct Filter {
+    /// The validated configuration.
+    pub config: Config,
+    /// Metric families (ids of this VM).
+    pub metrics: Metrics,
+    prepared: Vec<Prepared>,
+    marker: String,
+}
+
+/// The marker key of a configuration (see the module docs).
+pub fn marker_key(config_hash: u64) -> String {
+    format!("mwrl.{config_hash:016x}.m")
+}
+
+impl Filter {
+    /// Parses the configuration, defines the metrics and creates the marker key; logs the reason
+    /// and returns `None` when the configuration is invalid.
+    pub fn configure(host: &(impl Host + ?Sized), bytes: &[u8]) -> Option<Self> {
+        let config = match config::parse(bytes) {
+            Ok(config) => config,
+            Err(e) => {
+                host.log(
+                    LogLevel::Error,
+                    &format!("rate-limit: invalid plugin config: {e}"),
+                );
+                return None;
+            }
+        };
+        let hash = config.config_hash;
+        let prepared = config
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| prepare(hash, i, rule))
+            .collect();
+        let marker = marker_key(hash);
+        // Any value will do and every VM writes the same one: racing creations are harmless.
+        if let Ok(found) = host.shared_data(&marker)
+            && found.value.is_none()
+            && let Err(e) = host.set_shared_data(&marker, b"1", None)
+        {
+            host.log(
+                LogLevel::Warn,
+                &format!("rate-limit: cannot create {marker}: {e}"),
+            );
+        }
+        Some(Self {
+            metrics: Metrics::define(host, config.rules.iter().map(|r| r.name.as_str())),
+            config,
+            prepared,
+            marker,
+        })
+    }
+
+    /// Every shared-data key this configuration may ever use (marker first).
+    pub fn shared_keys(&self) -> impl Iterator<Item = String> + '_ {
+        std::iter::once(self.marker.clone()).chain(
+            self.config
+                .rules
+                .iter()
+                .zip(&self.prepared)
+                .flat_map(|(rule, p)| (0..rule.slots).map(move |s| format!("{}{s}", p.key_prefix))),
+        )
+    }
+}
+
+fn prepare(hash: u64, index: usize, rule: &Rule) -> Prepared {
+    let key_header = match &rule.key {
+        KeySource::Header { name, .. } => Some(request_header(name)),
+        _ => None,
+    };
+    let cost_header = match &rule.cost {
+        Cost::Header { name, .. } => Some(request_header(name)),
+        Cost::Fixed(_) => None,
+    };
+    let b = &rule.bucket;
+    let refill_ns = u64::from(b.max_tokens.div_ceil(b.tokens_per_fill.max(1)))
+        .saturating_mul(b.fill_interval_ns);
+    let window_s = refill_ns.div_ceil(1_000_000_000).max(1);
+    let mut policy = String::new();
+    let _ = write!(policy, "\"{}\";q={};w={window_s}", rule.name, b.max_tokens);
+    Prepared {
+        key_prefix: format!("mwrl.{hash:016x}.{index}."),
+        key_header,
+        cost_header,
+        seed: key::fnv64(rule.name.as_bytes()),
+        limit: b.max_tokens.to_string().into_bytes(),
+        policy: policy.into_bytes(),
+        quoted_name: format!("\"{}\"", rule.name).into_bytes(),
+    }
+}
+
+/// Request data a route match reads, fetched from the proxy on first use.
+struct LazyRequest<'h, H: ?Sized> {
+    host: &'h H,
+    path: OnceCell<Option<Vec<u8>>>,
+}
+
+impl<H: Host + ?Sized> MatchInput for LazyRequest<'_, H> {
+    fn path(&self) -> Option<&[u8]> {
+        self.path
+            .get_or_init(|| {
+                self.host
+                    .header(MapKind::RequestHeaders, ":path")
+                    .ok()
+                    .flatten()
+            })
+            .as_deref()
+    }
+
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        // Envoy's joined view (duplicates joined with `,`), as RouteMatch expects.
+        self.host
+            .property(&request_header(name))
+            .ok()
+            .flatten()
+            .map(Cow::Owned)
+    }
+}
+
+fn reading(error: HostError) -> ApplyError {
+    ApplyError::Host {
+        what: "read",
+        error,
+    }
+}
+
+/// The key of `rule` for this request; `None` when the request has no value for it (the rule
+/// then does not apply).
+fn rule_key(
+    rule: &Rule,
+    prepared: &Prepared,
+    host: &(impl Host + ?Sized),
+    request: &LazyRequest<'_, impl Host + ?Sized>,
+    out: &mut Key,
+) -> Result<bool, HostError> {
+    match &rule.key {
+        KeySource::Fixed => Ok(true),
+        KeySource::Route => match host.property(&ROUTE_NAME)? {
+            Some(route) => {
+                key::value_key(&route, None, out);
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        KeySource::ClientAddress(client) => {
+            let xff = if client.trusted_hops > 0 {
+                host.property(&XFF)?
+            } else {
+                None
+            };
+            let mut peer_error = None;
+            let peer = || {
+                host.property(&SOURCE_ADDRESS)
+                    .map_err(|e| peer_error = Some(e))
+                    .ok()
+                    .flatten()
+            };
+            let ip = key::client_ip(client, xff.as_deref(), peer);
+            if let Some(e) = peer_error {
+                return Err(e);
+            }
+            match ip {
+                Some(ip) => {
+                    key::address_key(client, ip, out);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+        KeySource::Header { allow_list, .. } => {
+            let Some(path) = &prepared.key_header else {
+                return Ok(false);
+            };
+            match host.property(path)? {
+                Some(value) => {
+                    key::value_key(&value, allow_list.as_deref(), out);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+        KeySource::QueryParameter { name, allow_list } => {
+            match request
+                .path()
+                .and_then(|p| key::query_value(p, name.as_bytes()))
+            {
+                Some(value) => {
+                    key::value_key(value, allow_list.as_deref(), out);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+    }
+}
+
+fn cost(rule: &Rule, prepared: &Prepared, host: &(impl Host + ?Sized)) -> Result<u32, HostError> {
+    match (&rule.cost, &prepared.cost_header) {
+        (Cost::Header { max, .. }, Some(path)) => Ok(host
+            .property(path)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
+            .map_or(1, |n| n.min(*max))),
+        (Cost::Fixed(n), _) => Ok(*n),
+        (Cost::Header { .. }, None) => Ok(1),
+    }
+}
+
+/// The result of charging shared data.
+enum Charged {
+    Done(Charge),
+    Exhausted,
+}
+
+/// Creates slot `name` as an empty table if it is absent (see the module docs).
+fn create_slot(host: &(impl Host + ?Sized), marker: &str, name: &str) -> Result<(), HostError> {
+    let mut stale = host.shared_data(marker)?.cas;
+    if stale.is_none() {
+        host.set_shared_data(marker, b"1", None)?;
+        stale = host.shared_data(marker)?.cas;
+    }
+    // Without a token (the marker vanished: cannot happen in Envoy) creation is refused rather
+    // than made unconditional.
+    let Some(stale) = stale else {
+        return Err(HostError::NotFound);
+    };
+    match host.set_shared_data(name, &[table::FORMAT], Some(stale)) {
+        Ok(()) | Err(HostError::CasMismatch) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn charge_shared(
+    host: &(impl Host + ?Sized),
+    filter: &Filter,
+    name: &str,
+    spec: &TableSpec,
+    key: &[u8],
+    cost: u32,
+    now: u64,
+) -> Result<Charged, HostError> {
+    let mut created = false;
+    let mut attempts = 0;
+    while attempts <= filter.config.max_retries {
+        let found = host.shared_data(name)?;
+        let (Some(mut value), Some(cas)) = (found.value, found.cas) else {
+            if created {
+                return Err(HostError::NotFound);
+            }
+            create_slot(host, &filter.marker, name)?;
+            created = true;
+            continue;
+        };
+        let charge = table::charge(&mut value, spec, key, cost, now);
+        if !charge.write {
+            return Ok(Charged::Done(charge));
+        }
+        match host.set_shared_data(name, &value, Some(cas)) {
+            Ok(()) => return Ok(Charged::Done(charge)),
+            Err(HostError::CasMismatch) => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Charged::Exhausted)
+}
+
+/// What the request phase decided, for the response phase.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Decision {
+    /// Index of the rule that took the request.
+    pub rule: usize,
+    /// The outcome counted.
+    pub outcome: Option<Outcome>,
+    /// Tokens left.
+    pub remaining: u32,
+    /// Seconds to the next fill.
+    pub reset_s: u64,
+    /// A local reply was sent (its headers are already complete).
+    pub replied: bool,
+}
+
+/// One stream.
+#[derive(Debug, Default)]
+pub struct Stream {
+    decision: Option<Decision>,
+}
+
+type Digits = ArrayVec<u8, 20>;
+
+fn digits(n: u64) -> Digits {
+    let mut out = Digits::new();
+    let mut buf = [0u8; 20];
+    let mut n = n;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(slot) = buf.get_mut(i) {
+            // n % 10 < 10.
+            *slot = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    let _ = out.try_extend_from_slice(buf.get(i..).unwrap_or_default());
+    out
+}
+
+fn ceil_secs(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+/// The rate-limit header values of one decision, built on the caller's stack.
+struct HeaderValues {
+    remaining: Digits,
+    reset: Digits,
+    ratelimit: ArrayVec<u8, 160>,
+}
+
+impl HeaderValues {
+    fn new(p: &Prepared, d: &Decision, dialect: HeaderDialect) -> Self {
+        let remaining = digits(u64::from(d.remaining));
+        let reset = digits(d.reset_s);
+        let mut ratelimit = ArrayVec::new();
+        // Only the IETF dialect has a composed value.
+        if matches!(dialect, HeaderDialect::Ietf | HeaderDialect::Both) {
+            let _ = ratelimit.try_extend_from_slice(&p.quoted_name);
+            let _ = ratelimit.try_extend_from_slice(b";r=");
+            let _ = ratelimit.try_extend_from_slice(&remaining);
+            let _ = ratelimit.try_extend_from_slice(b";t=");
+            let _ = ratelimit.try_extend_from_slice(&reset);
+        }
+        Self {
+            remaining,
+            reset,
+            ratelimit,
+        }
+    }
+
+    fn pairs<'a, const N: usize>(
+        &'a self,
+        p: &'a Prepared,
+        dialect: HeaderDialect,
+        out: &mut ArrayVec<(&'a str, &'a [u8]), N>,
+    ) {
+        if matches!(dialect, HeaderDialect::Envoy | HeaderDialect::Both) {
+            let _ = out.try_push(("x-ratelimit-limit", &p.limit[..]));
+            let _ = out.try_push(("x-ratelimit-remaining", &self.remaining[..]));
+            let _ = out.try_push(("x-ratelimit-reset", &self.reset[..]));
+        }
+        if matches!(dialect, HeaderDialect::Ietf | HeaderDialect::Both) {
+            let _ = out.try_push(("ratelimit-policy", &p.policy[..]));
+            let _ = out.try_push(("ratelimit", &self.ratelimit[..]));
+        }
+    }
+}
+
+impl Stream {
+    /// The decision of the request phase, if a rule took the request.
+    pub const fn decision(&self) -> Option<&Decision> {
+        self.decision.as_ref()
+    }
+
+    fn request(
+        &mut self,
+        filter: &Filter,
+        host: &(impl Host + ?Sized),
+    ) -> Result<Action, ApplyError> {
+        let request = LazyRequest {
+            host,
+            path: OnceCell::new(),
+        };
+        let mut key = Key::new();
+        let mut chosen = None;
+        for (i, (rule, prepared)) in filter.config.rules.iter().zip(&filter.prepared).enumerate() {
+            if rule.matcher.as_ref().is_some_and(|m| !m.matches(&request)) {
+                continue;
+            }
+            key.clear();
+            if rule_key(rule, prepared, host, &request, &mut key).map_err(reading)? {
+                chosen = Some((i, rule, prepared));
+                break;
+            }
+        }
+        let Some((index, rule, prepared)) = chosen else {
+            return Ok(Action::Continue);
+        };
+        let cost = cost(rule, prepared, host).map_err(reading)?;
+        let now = host.now().map_err(reading)?;
+        let spec = TableSpec {
+            bucket: rule.bucket,
+            capacity: usize::try_from(rule.entries_per_slot).unwrap_or(1),
+            overflow: rule.overflow,
+        };
+        let charged = if rule.bucket.max_tokens == 0 {
+            // Rejects everything without touching shared data.
+            Charged::Done(Charge {
+                reset_ns: rule.bucket.fill_interval_ns,
+                ..Charge::default()
+            })
+        } else {
+            let slot = key::slot(&key, prepared.seed, rule.slots);
+            let mut name = String::with_capacity(prepared.key_prefix.len() + 10);
+            name.push_str(&prepared.key_prefix);
+            name.extend(digits(u64::from(slot)).iter().map(|b| char::from(*b)));
+            charge_shared(host, filter, &name, &spec, &key, cost, now).map_err(reading)?
+        };
+        // Declared before `effects`, which borrows them.
+        let values: HeaderValues;
+        let retry_after: Digits;
+        let mut headers: ArrayVec<(&str, &[u8]), 16> = ArrayVec::new();
+        let mut effects = Effects::new();
+        let metrics = &filter.metrics;
+        let (outcome, limited, charge) = match charged {
+            Charged::Exhausted => (
+                Outcome::ContentionExhausted,
+                filter.config.on_exhausted == Exhausted::Deny,
+                Charge {
+                    reset_ns: rule.bucket.fill_interval_ns,
+                    retry_after_ns: Some(rule.bucket.fill_interval_ns),
+                    ..Charge::default()
+                },
+            ),
+            Charged::Done(c) if c.allowed => (Outcome::Allowed, false, c),
+            Charged::Done(c) if rule.shadow => (Outcome::ShadowLimited, false, c),
+            Charged::Done(c) => (Outcome::Limited, true, c),
+        };
+        effects.count(
+            &metrics.requests,
+            Metrics::request_series(index, outcome),
+            1,
+        );
+        if outcome == Outcome::ShadowLimited {
+            for (name, value) in &rule.shadow_request_headers {
+                effects.set_header(name, value);
+            }
+        }
+        if charge.inserted && charge.evicted.is_none() {
+            effects.count(&metrics.live_keys, index, 1);
+        }
+        if let Some(why) = charge.evicted {
+            effects.count(&metrics.evictions, Metrics::eviction_series(index, why), 1);
+        }
+        let decision = Decision {
+            rule: index,
+            outcome: Some(outcome),
+            remaining: charge.remaining,
+            reset_s: ceil_secs(charge.reset_ns),
+            replied: limited,
+        };
+        self.decision = Some(decision);
+        if !limited {
+            return Ok(effects::apply(host, MapKind::RequestHeaders, &effects)?.action);
+        }
+        let response = &filter.config.response;
+        values = HeaderValues::new(prepared, &decision, response.dialect);
+        retry_after = digits(ceil_secs(
+            charge.retry_after_ns.unwrap_or(charge.reset_ns).max(1),
+        ));
+        for (name, value) in &response.headers {
+            let _ = headers.try_push((name.as_str(), value.as_slice()));
+        }
+        values.pairs(prepared, response.dialect, &mut headers);
+        if response.retry_after {
+            let _ = headers.try_push(("retry-after", &retry_after[..]));
+        }
+        let grpc = host
+            .header(MapKind::RequestHeaders, "content-type")
+            .map_err(reading)?
+            .is_some_and(|ct| ct.starts_with(b"application/grpc"));
+        effects.reply(LocalReply {
+            status: response.status,
+            headers: &headers,
+            body: &response.body,
+            details: &response.details,
+            grpc_status: grpc.then_some(GRPC_RESOURCE_EXHAUSTED),
+        });
+        Ok(effects::apply(host, MapKind::RequestHeaders, &effects)?.action)
+    }
+
+    /// Request headers: decide and apply; a host failure is counted and handled by
+    /// `failureMode`.
+    pub fn on_request_headers(&mut self, filter: &Filter, host: &(impl Host + ?Sized)) -> Action {
+        match self.request(filter, host) {
+            Ok(action) => action,
+            Err(error) => {
+                self.decision = None;
+                filter.metrics.host_failures.add(host, 0, 1);
+                on_error(host, filter.config.failure_mode, FAILURE_DETAILS, &error)
+            }
+        }
+    }
+
+    /// Response headers: the rate-limit headers of the bucket that was charged.
+    pub fn on_response_headers(&self, filter: &Filter, host: &(impl Host + ?Sized)) -> Action {
+        let dialect = filter.config.response.dialect;
+        let Some(decision) = &self.decision else {
+            return Action::Continue;
+        };
+        if decision.replied || dialect == HeaderDialect::None {
+            return Action::Continue;
+        }
+        let Some(prepared) = filter.prepared.get(decision.rule) else {
+            return Action::Continue;
+        };
+        let values = HeaderValues::new(prepared, decision, dialect);
+        let mut pairs: ArrayVec<(&str, &[u8]), 5> = ArrayVec::new();
+        values.pairs(prepared, dialect, &mut pairs);
+        let mut effects = Effects::new();
+        for (name, value) in pairs {
+            effects.set_header(name, value);
+        }
+        if let Err(error) = effects::apply(host, MapKind::ResponseHeaders, &effects) {
+            filter.metrics.host_failures.add(host, 0, 1);
+            ::log::warn!("response headers: {error}");
+        }
+        Action::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+    use meshward_core::host::mock::MockHost;
+
+    use super::*;
+
+    const PER_IP: &str = r#"{"rules": [{"name": "ip", "key": {"type": "clientAddress"},
+        "tokenBucket": {"maxTokens": 2, "tokensPerFill": 1, "fillInterval": "1s"}}],
+        "response": {"rateLimitHeaders": "both"}}"#;
+
+    fn host(peer: &str) -> MockHost {
+        MockHost::new()
+            .with_request_header(":path", "/x?tenant=a")
+            .with_property(&["source", "address"], peer)
+    }
+
+    #[test]
+    fn limits_per_client_with_headers_and_metrics() {
+        let host = host("10.0.0.1:1234");
+        let filter = Filter::configure(&host, PER_IP.as_bytes()).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                Stream::default().on_request_headers(&filter, &host),
+                Action::Continue
+            );
+        }
+        let mut stream = Stream::default();
+        assert_eq!(stream.on_request_headers(&filter, &host), Action::Pause);
+        let reply = host.local_response().unwrap();
+        assert_eq!(
+            (reply.status, reply.details.as_str()),
+            (429, "meshward_rate_limited")
+        );
+        let header = |name: &str| {
+            reply
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("x-ratelimit-remaining").as_deref(), Some("0"));
+        assert_eq!(header("x-ratelimit-limit").as_deref(), Some("2"));
+        assert_eq!(header("retry-after").as_deref(), Some("1"));
+        assert_eq!(
+            header("ratelimit-policy").as_deref(),
+            Some("\"ip\";q=2;w=2")
+        );
+        assert_eq!(header("ratelimit").as_deref(), Some("\"ip\";r=0;t=1"));
+        assert_eq!(reply.grpc_status, None);
+        assert_eq!(
+            host.metric_value("rule=.=ip;.;outcome=.=allowed;.;meshward_rate_limit_requests_total"),
+            Some(2)
+        );
+        assert_eq!(
+            host.metric_value("rule=.=ip;.;outcome=.=limited;.;meshward_rate_limit_requests_total"),
+            Some(1)
+        );
+        assert_eq!(
+            host.metric_value("rule=.=ip;.;meshward_rate_limit_live_keys"),
+            Some(1)
+        );
+        // Another client has its own bucket; only configured keys exist.
+        let other = self::host("10.0.0.2:1");
+        other.put_shared_data("x", "y");
+        let keys: Vec<String> = filter.shared_keys().collect();
+        assert_eq!(keys.len(), 1 + 512);
+        for key in host.shared_keys() {
+            assert!(keys.contains(&key), "{key}");
+        }
+    }
+
+    #[test]
+    fn grpc_requests_get_resource_exhausted_and_shadow_only_counts() {
+        let config =
+            r#"{"rules": [{"name": "g", "tokenBucket": {"maxTokens": 0, "fillInterval": "1s"}}]}"#;
+        let host = host("10.0.0.1:1").with_request_header("content-type", "application/grpc+proto");
+        let filter = Filter::configure(&host, config.as_bytes()).unwrap();
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &host),
+            Action::Pause
+        );
+        assert_eq!(host.local_response().unwrap().grpc_status, Some(8));
+        assert!(
+            host.shared_keys().iter().all(|k| k.ends_with(".m")),
+            "max_tokens 0 touches no bucket"
+        );
+
+        let shadow = r#"{"rules": [{"name": "s", "shadow": true, "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"},
+            "request_headers_to_add_when_not_enforced": [{"name": "X-Would-Limit", "value": "s"}]}]}"#;
+        let host = self::host("10.0.0.1:1");
+        let filter = Filter::configure(&host, shadow.as_bytes()).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                Stream::default().on_request_headers(&filter, &host),
+                Action::Continue
+            );
+        }
+        assert!(host.local_response().is_none());
+        assert_eq!(host.request_header("x-would-limit").as_deref(), Some("s"));
+        assert_eq!(
+            host.metric_value(
+                "rule=.=s;.;outcome=.=shadow_limited;.;meshward_rate_limit_requests_total"
+            ),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn first_write_never_overwrites_a_slot_created_concurrently() {
+        let host = MockHost::new();
+        let filter = Filter::configure(&host, PER_IP.as_bytes()).unwrap();
+        let slot = "mwrl.test.0.1";
+        // Another worker created the slot and charged it after this one read it as absent.
+        let mut theirs = vec![table::FORMAT];
+        let spec = TableSpec {
+            bucket: filter.config.rules[0].bucket,
+            capacity: 8,
+            overflow: table::Overflow::EvictLru,
+        };
+        table::charge(&mut theirs, &spec, b"k", 1, 0);
+        host.put_shared_data(slot, &theirs);
+        create_slot(&host, &filter.marker, slot).unwrap();
+        assert_eq!(host.shared_entry(slot).unwrap().0, theirs, "kept");
+        // Absent: created empty.
+        create_slot(&host, &filter.marker, "mwrl.test.0.2").unwrap();
+        assert_eq!(
+            host.shared_entry("mwrl.test.0.2").unwrap().0,
+            [table::FORMAT]
+        );
+    }
+
+    #[test]
+    fn header_and_query_keys_and_costs() {
+        let config = r#"{"rules": [
+            {"name": "q", "match": {"prefix": "/q"}, "key": {"type": "queryParameter", "name": "tenant"},
+             "tokenBucket": {"maxTokens": 5, "fillInterval": "1s"}},
+            {"name": "h", "key": {"type": "header", "name": "x-api-key", "allowList": ["gold"]},
+             "hitsAddend": {"header": "x-cost", "max": 3},
+             "tokenBucket": {"maxTokens": 5, "fillInterval": "1s"}}]}"#;
+        let host = MockHost::new()
+            .with_request_header(":path", "/x?tenant=a")
+            .with_request_header("x-api-key", "silver")
+            .with_request_header("x-cost", "100");
+        let filter = Filter::configure(&host, config.as_bytes()).unwrap();
+        let mut stream = Stream::default();
+        stream.on_request_headers(&filter, &host);
+        let d = stream.decision().unwrap();
+        assert_eq!((d.rule, d.remaining), (1, 2), "cost capped at 3");
+        let host = MockHost::new().with_request_header(":path", "/q?tenant=a");
+        let mut stream = Stream::default();
+        stream.on_request_headers(&filter, &host);
+        assert_eq!(stream.decision().unwrap().rule, 0);
+        // No key value anywhere: no rule, nothing charged.
+        let host = MockHost::new().with_request_header(":path", "/q");
+        let mut stream = Stream::default();
+        stream.on_request_headers(&filter, &host);
+        assert!(stream.decision().is_none());
+    }
+
+    #[test]
+    fn route_keys_separate_routes() {
+        let config = r#"{"rules": [{"name": "r", "key": {"type": "route"},
+            "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"}}]}"#;
+        let a = MockHost::new().with_property(&["xds", "route_name"], "a");
+        let filter = Filter::configure(&a, config.as_bytes()).unwrap();
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &a),
+            Action::Continue
+        );
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &a),
+            Action::Pause
+        );
+        let b = MockHost::new().with_property(&["xds", "route_name"], "b");
+        for (key, value) in a
+            .shared_keys()
+            .iter()
+            .filter_map(|k| a.shared_entry(k).map(|e| (k.clone(), e.0)))
+        {
+            b.put_shared_data(&key, value);
+        }
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &b),
+            Action::Continue
+        );
+    }
+
+    #[test]
+    fn invalid_config_is_logged_with_its_path() {
+        let host = MockHost::new();
+        assert!(
+            Filter::configure(
+                &host,
+                br#"{"rules": [{"tokenBucket": {"maxTokens": 1, "fillInterval": "10ms"}}]}"#
+            )
+            .is_none()
+        );
+        let logs = host.logs_at_least(LogLevel::Error);
+        assert!(
+            logs[0].starts_with(
+                "rate-limit: invalid plugin config: rules[0].tokenBucket.fillInterval"
+            ),
+            "{logs:?}"
+        );
+    }
+}
