@@ -17,10 +17,14 @@ FILTERS  := trace-id rate-limit
 TEST_MODULES := noop abi-probe callout
 # Modules `make bench` measures (the probes have no meaningful single-request profile).
 BENCH_MODULES := noop $(FILTERS)
-# Size gate per shipped filter, in KiB (`make size` fails above it; BENCHMARKS.md has the history).
-# 280: trace-id measured 271 KiB: serde + serde_json config (+88 KB) and opt-level 3 (+37 KB, for
-# half the instructions per request); BENCHMARKS.md has the history.
+# Size gate per shipped filter, in KiB (`make size` fails above it), set by measurement
+# (BENCHMARKS.md has the history). Default, then per-filter overrides:
+# trace-id 271 KiB measured: serde + serde_json config (+88 KB) and opt-level 3 (+37 KB, for half
+# the instructions per request); rate-limit 396 KiB: also Envoy RouteMatch rules (their serde
+# types ~57 KB, regex-lite for safe_regex ~55 KB).
 WASM_BUDGET_KB ?= 280
+BUDGET_KB_rate-limit := 400
+budget_of = $(or $(BUDGET_KB_$(1)),$(WASM_BUDGET_KB))
 # Tools we install live outside the clone so fresh clones on the same machine reuse them.
 # (wasm-bindgen-cli is installed without --locked: its published lockfile names a webpki-roots
 # release the registry no longer serves.)
@@ -88,12 +92,13 @@ dist: build $(if $(filter 1,$(WASM_OPT)),wasm-opt) ## put each filter at dist/<n
 	@$(MAKE) --no-print-directory size
 
 .PHONY: size
-size: ## print module sizes; fail when a shipped filter exceeds WASM_BUDGET_KB
-	@status=0; for f in $(FILTERS) $(TEST_MODULES); do \
+size: ## print module sizes; fail when a shipped filter exceeds its budget (WASM_BUDGET_KB, BUDGET_KB_<filter>)
+	@status=0; for pair in $(foreach f,$(FILTERS),$(f):$(call budget_of,$(f))) $(foreach f,$(TEST_MODULES),$(f):none); do \
+	  f=$${pair%%:*}; budget=$${pair#*:}; \
 	  [ -f dist/$$f.wasm ] || { echo "dist/$$f.wasm missing: run make dist"; exit 1; }; \
 	  bytes=$$(stat -c %s dist/$$f.wasm); kb=$$(( (bytes + 1023) / 1024 )); \
 	  printf '  dist/%-16s %8d bytes (%d KiB)\n' "$$f.wasm" $$bytes $$kb; \
-	  if [[ " $(FILTERS) " == *" $$f "* ]] && [ $$kb -gt $(WASM_BUDGET_KB) ]; then echo "  ^ over the $(WASM_BUDGET_KB) KiB budget"; status=1; fi; \
+	  if [ $$budget != none ] && [ $$kb -gt $$budget ]; then echo "  ^ over the $$budget KiB budget"; status=1; fi; \
 	done; exit $$status
 
 .PHONY: schemas

@@ -22,18 +22,41 @@ fn parse_ip_bytes(text: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Parses a dotted-quad IPv4 address (no leading zeros, as `std`).
+/// Parses a dotted-quad IPv4 address (no leading zeros, as `std`), in one pass over the bytes:
+/// this runs per request on client addresses, where an iterator of split parts cost ~1k wasm
+/// instructions per address.
 fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = text.split(|b| *b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part.first() == Some(&b'0')) {
-            return None;
+    let mut index = 0usize;
+    let mut value = 0u32;
+    let mut digits = 0u32;
+    let mut leading_zero = false;
+    for byte in text {
+        match byte {
+            b'0'..=b'9' => {
+                if leading_zero || digits == 3 {
+                    return None;
+                }
+                leading_zero = digits == 0 && *byte == b'0';
+                value = value * 10 + u32::from(byte - b'0');
+                digits += 1;
+            }
+            b'.' => {
+                if digits == 0 {
+                    return None;
+                }
+                *octets.get_mut(index)? = u8::try_from(value).ok()?;
+                index += 1;
+                (value, digits, leading_zero) = (0, 0, false);
+            }
+            _ => return None,
         }
-        *octet = parse_decimal(part).and_then(|v| u8::try_from(v).ok())?;
     }
-    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+    if digits == 0 || index != 3 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Where `needle` (two bytes) first occurs in `text`.
