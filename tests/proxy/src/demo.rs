@@ -121,6 +121,21 @@ pub fn curl_examples(
         );
     }
 
+    if let Some(prefix) = config
+        .wasm_filters
+        .iter()
+        .find(|f| f.module_path.file_stem().is_some_and(|s| s == "rate-limit"))
+        .and_then(|f| rate_limited_prefix(&f.configuration))
+    {
+        example(
+            &mut out,
+            "rate-limit: a token bucket per client; once it is empty, 429 with retry-after (headers: x-ratelimit-* and RateLimit-*)",
+            format!(
+                "for i in $(seq 8); do curl -si {base}{prefix}demo | grep -iE '^(HTTP|x-ratelimit|ratelimit|retry-after)'; done"
+            ),
+        );
+    }
+
     for route in config.virtual_hosts.iter().flat_map(|vh| vh.routes.iter()) {
         // A path that the route's `match` accepts (regex routes have no obvious one: skipped).
         let m = &route.route_match;
@@ -192,6 +207,19 @@ pub fn curl_examples(
     out
 }
 
+/// The `match.prefix` of the first rate-limit rule, for the demo (a rule without one limits `/`).
+fn rate_limited_prefix(configuration: &str) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_str(configuration).ok()?;
+    let rule = config.get("rules")?.get(0)?;
+    Some(
+        rule.get("match")
+            .and_then(|m| m.get("prefix"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("/")
+            .to_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn examples_cover_trace_id_routes_and_metrics() {
+    fn examples_cover_trace_id_rate_limit_routes_and_metrics() {
         let text = curl_examples(
             &config(),
             "127.0.0.1:10000".parse().unwrap(),
@@ -225,6 +253,7 @@ mod tests {
             "-H 'x-meshward-variant: b' http://127.0.0.1:10000/demo",
             "curl -si http://127.0.0.1:10000/hello",
             "/split/demo",
+            "http://127.0.0.1:10000/limited/demo | grep -iE",
             "http://127.0.0.1:9901/stats/prometheus",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

@@ -33,13 +33,15 @@ fn repo_root() -> PathBuf {
 }
 
 fn trace_id_wasm() -> PathBuf {
-    let path = repo_root().join("dist/trace-id.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make dist`",
-        path.display()
-    );
-    path
+    for module in ["trace-id", "rate-limit"] {
+        let path = repo_root().join(format!("dist/{module}.wasm"));
+        assert!(
+            path.exists(),
+            "{} is missing: run `make dist`",
+            path.display()
+        );
+    }
+    repo_root().join("dist/trace-id.wasm")
 }
 
 /// A child process killed (and reaped) when dropped, test failure or not; its stdout and stderr
@@ -306,6 +308,39 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
     );
     proxy.wait_for("access: GET /hello 200 upstream=- ", REQUEST_TIMEOUT);
 
+    // rate-limit: 5 tokens per client on /limited/, then 429 with the headers of both dialects.
+    let first = get(&listener, "/limited/x", &[]);
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.header("x-ratelimit-limit"),
+        Some("5"),
+        "{:?}",
+        first.headers
+    );
+    assert!(
+        first.header("ratelimit-policy").is_some(),
+        "{:?}",
+        first.headers
+    );
+    // One token comes back every 2 s: a slow machine may need a few more requests to run out.
+    let limited = (0..20)
+        .map(|_| get(&listener, "/limited/x", &[]))
+        .find(|answer| answer.status() == 429)
+        .expect("a 429 once the bucket is empty");
+    assert!(
+        limited.header("retry-after").is_some(),
+        "{:?}",
+        limited.headers
+    );
+    assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
+    assert!(
+        limited.header("x-request-id").is_some(),
+        "trace-id ran before the limiter"
+    );
+    proxy.wait_for("access: GET /limited/x 429 ", REQUEST_TIMEOUT);
+    // Other paths are not limited.
+    assert_eq!(get(&listener, "/anything", &[]).status(), 200);
+
     // Admin: ready, and the filter's metrics with labels from stats_tags.
     let ready = get(&admin, "/ready", &[]);
     assert_eq!(
@@ -372,7 +407,14 @@ fn config_with_probe(dir: &Path) -> PathBuf {
         shipped.replacen(router, &format!("{probe}{router}"), 1),
     )
     .unwrap();
-    std::fs::copy(trace_id_wasm(), dir.join("trace-id.wasm")).unwrap();
+    trace_id_wasm();
+    // Every shipped filter of envoy.yaml, from dist/.
+    for entry in std::fs::read_dir(repo_root().join("dist")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe.wat"),
         dir.join("probe.wat"),
