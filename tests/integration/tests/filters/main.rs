@@ -12,5 +12,6 @@
 mod abi_probe;
 mod callout;
 mod config_schema;
+mod jwt_auth;
 mod manifests;
 mod trace_id;
