@@ -142,12 +142,16 @@ run: dist ## build the filters and serve them through the dev proxy on localhost
 	$(CARGO) run --locked -q -p meshward-proxy -- demo --config envoy-local/envoy.yaml --wasm-dir dist
 
 .PHONY: bench
-# The request is pw-bench's bench profile, tests/fixtures/bench/request.json (see its README).
+# The request is pw-bench's bench profile, tests/fixtures/bench/request.json (see its README),
+# with tests/fixtures/<filter>/bench.json as config and one extra request header from
+# tests/fixtures/<filter>/bench.header (`name: value`) when present.
 bench: dist ## wasm instructions (fuel) and hostcalls per callback and per request, memory per VM, for noop and every filter
 	$(CARGO) build --locked -q -p meshward-host --bin pw-bench
 	@for f in $(BENCH_MODULES); do \
-	  cfg=tests/fixtures/$$f/bench.json; \
-	  $(or $(CARGO_TARGET_DIR),target)/debug/pw-bench dist/$$f.wasm --name $$f $$( [ -f $$cfg ] && echo --config $$cfg ); \
+	  set --; \
+	  [ -f tests/fixtures/$$f/bench.json ] && set -- "$$@" --config tests/fixtures/$$f/bench.json; \
+	  [ -f tests/fixtures/$$f/bench.header ] && set -- "$$@" --header "$$(cat tests/fixtures/$$f/bench.header)"; \
+	  $(or $(CARGO_TARGET_DIR),target)/debug/pw-bench dist/$$f.wasm --name $$f "$$@"; \
 	done
 
 # --- for users with Docker ------------------------------------------------------------------------

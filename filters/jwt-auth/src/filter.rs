@@ -19,7 +19,7 @@ use meshward_core::metrics::Family;
 use meshward_core::plugin::{FailureMode, on_error};
 use meshward_core::route_match::MatchInput;
 
-use crate::cache::{TokenCache, token_hash};
+use crate::cache::{TokenCache, token_fingerprint};
 use crate::config::{self, Config, Location, Requirement};
 use crate::verify::{self, Failure, Verified};
 
@@ -181,28 +181,25 @@ impl Filter {
             return Err(Failure::Missing);
         };
         let cache = self.caches.get(provider);
-        let hash = token_hash(token);
         if let Some(cache) = cache
-            && let Some(hit) = cache.borrow_mut().get(&hash, token, now)
+            && let Some(hit) = cache.borrow_mut().get(token, now)
         {
             self.metrics.cache.add(host, 0, 1);
             return Ok(hit);
         }
         self.metrics.cache.add(host, 1, 1);
         let verified = Rc::new(verify::verify(p, token, now).inspect_err(|failure| {
-            ::log::debug!(
-                "provider {}: token {:02x}{:02x}{:02x}{:02x} refused: {}",
-                p.name,
-                hash[0],
-                hash[1],
-                hash[2],
-                hash[3],
-                failure.code()
-            );
+            if ::log::log_enabled!(::log::Level::Debug) {
+                ::log::debug!(
+                    "provider {}: token {} refused: {}",
+                    p.name,
+                    token_fingerprint(token),
+                    failure.code()
+                );
+            }
         })?);
         if let (Some(cache), Some(exp)) = (cache, verified.expires_at) {
             cache.borrow_mut().insert(
-                hash,
                 token,
                 exp.saturating_add(p.clock_skew_seconds),
                 Rc::clone(&verified),

@@ -39,11 +39,10 @@ fn module() -> Module {
     HostEngine::global().unwrap().load_file(&path).unwrap()
 }
 
-/// The public keys of the fixture set, without the weak RSA key, plus the HMAC secret.
+/// The public keys of the fixture set plus the HMAC secret.
 fn jwks() -> String {
     let mut set: Value = serde_json::from_str(&fixture("jwks.json")).unwrap();
     let keys = set["keys"].as_array_mut().unwrap();
-    keys.retain(|k| k["kid"] != "rsa-1024");
     keys.push(json!({"kty": "oct", "kid": "hmac", "k": URL_SAFE_NO_PAD.encode(HMAC_SECRET)}));
     set.to_string()
 }
@@ -509,16 +508,7 @@ fn algorithm_allow_list_and_forward() {
 
 #[test]
 fn configuration_errors_are_refused() {
-    let weak = {
-        let set: Value = serde_json::from_str(&fixture("jwks.json")).unwrap();
-        let weak: Vec<&Value> = set["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|k| k["kid"] == "rsa-1024")
-            .collect();
-        json!({"keys": weak}).to_string()
-    };
+    let weak = fixture("weak-jwks.json");
     for bad in [
         config_with(&provider(&json!({"local_jwks": {"inline_string": weak}}))),
         config_with(&provider(&json!({"local_jwks": {"inline_string": "{\"keys\": []}"}}))),
