@@ -114,7 +114,7 @@ pub struct RawProvider {
     /// checked.
     pub audiences: Option<Vec<String>>,
     /// The `sub` claim must match this (Envoy `StringMatcher`).
-    #[cfg_attr(feature = "schema", schemars(with = "serde_json::Value"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<serde_json::Value>"))]
     pub subjects: Option<StringMatcher>,
     /// Tokens without `exp` are rejected (default **true**; Envoy's default is false, RFC 8725
     /// asks for expiring tokens).
@@ -123,7 +123,7 @@ pub struct RawProvider {
     /// Longest accepted `exp - iat` (protobuf duration, e.g. `"86400s"`); tokens then need both
     /// `iat` and `exp`.
     #[serde(alias = "max_lifetime")]
-    #[cfg_attr(feature = "schema", schemars(with = "String"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub max_lifetime: Option<meshward_core::config::ConfigDuration>,
     /// The provider's keys (required until `remote_jwks` is supported).
     #[serde(alias = "local_jwks")]
@@ -336,7 +336,63 @@ pub fn schema() -> serde_json::Value {
         "$id".to_owned(),
         "https://meshward.invalid/schemas/jwt-auth/config.schema.json".into(),
     );
-    schema.to_value()
+    let mut value = schema.to_value();
+    add_snake_case_aliases(&mut value);
+    value
+}
+
+/// schemars ignores `#[serde(alias)]`: every camelCase property also gets its protobuf-JSON
+/// snake_case spelling, with the same schema (giving both is still refused by the parser).
+#[cfg(feature = "schema")]
+fn add_snake_case_aliases(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(props)) = map.get_mut("properties") {
+                let aliases: Vec<(String, serde_json::Value)> = props
+                    .iter()
+                    .filter(|(k, _)| k.bytes().any(|b| b.is_ascii_uppercase()))
+                    .map(|(k, v)| {
+                        let mut snake = String::with_capacity(k.len() + 4);
+                        for c in k.chars() {
+                            if c.is_ascii_uppercase() {
+                                snake.push('_');
+                                snake.push(c.to_ascii_lowercase());
+                            } else {
+                                snake.push(c);
+                            }
+                        }
+                        (snake, v.clone())
+                    })
+                    .collect();
+                let renamed: Vec<(String, String)> = props
+                    .keys()
+                    .filter(|k| k.bytes().any(|b| b.is_ascii_uppercase()))
+                    .cloned()
+                    .zip(aliases.iter().map(|(snake, _)| snake.clone()))
+                    .collect();
+                props.extend(aliases);
+                // A required field may be given in either spelling.
+                let mut either = Vec::new();
+                if let Some(serde_json::Value::Array(required)) = map.get_mut("required") {
+                    required.retain(|name| {
+                        let pair = renamed.iter().find(|(camel, _)| name == camel.as_str());
+                        if let Some((camel, snake)) = pair {
+                            either.push(serde_json::json!({"anyOf": [
+                                {"required": [camel]}, {"required": [snake]}
+                            ]}));
+                        }
+                        pair.is_none()
+                    });
+                }
+                if !either.is_empty() {
+                    map.insert("allOf".to_owned(), serde_json::Value::Array(either));
+                }
+            }
+            map.values_mut().for_each(add_snake_case_aliases);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(add_snake_case_aliases),
+        _ => {}
+    }
 }
 
 // === validated ===
@@ -803,4 +859,71 @@ impl TryFrom<RawConfig> for Config {
 /// Parses and validates a plugin configuration.
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     meshward_core::config::parse_config::<RawConfig, Config>(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+    use super::*;
+
+    const JWKS: &str = r#"{\"keys\":[{\"kty\":\"oct\",\"kid\":\"h\",\"k\":\"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow\"}]}"#;
+
+    fn error(json: &str) -> String {
+        parse(json.as_bytes()).err().unwrap().to_string()
+    }
+
+    fn with_provider(fields: &str) -> String {
+        format!(
+            r#"{{"providers": {{"p": {{"local_jwks": {{"inline_string": "{JWKS}"}}{fields}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn defaults_mirror_envoy_except_where_documented() {
+        let config = parse(with_provider("").as_bytes()).unwrap();
+        let p = &config.providers[0];
+        assert_eq!(p.clock_skew_seconds, 60);
+        assert!(p.require_expiration, "meshward requires exp by default");
+        assert!(!p.forward);
+        assert_eq!(p.cache_entries, 100);
+        assert_eq!(
+            config.locations,
+            [
+                Location::Header {
+                    name: "authorization".to_owned(),
+                    prefix: "Bearer ".to_owned()
+                },
+                Location::Param("access_token".to_owned())
+            ]
+        );
+        // A 64-byte oct key without `alg` serves all three HMAC algorithms.
+        assert_eq!(p.keys.keys.len(), 3);
+        assert!(parse(b"").unwrap().providers.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (json, expected) in [
+            (with_provider(r#", "clockSkewSeconds": 301"#), "providers.p.clockSkewSeconds: must be at most 300"),
+            (with_provider(r#", "allowed_algorithms": ["none"]"#), "providers.p.allowedAlgorithms[0]: `none` is not a supported algorithm (`none` never is)"),
+            (with_provider(r#", "remote_jwks": {}"#), "providers.p.remote_jwks: unknown field `remote_jwks`"),
+            (with_provider(r#", "claim_to_headers": [{"header_name": "authorization", "claim_name": "sub"}]"#), "providers.p: `authorization` cannot be written: it carries tokens or routing"),
+            (with_provider(r#", "claim_to_headers": [{"header_name": "x-a", "claim_name": "a..b"}]"#), "providers.p.claimToHeaders[0].claimName: must be a claim name or a dotted path of claim names"),
+            (with_provider(r#", "jwt_cache_config": {"jwt_max_token_size": 10}"#), "providers.p.jwtCacheConfig.jwtMaxTokenSize: must be between 64 and 65536"),
+            (r#"{"providers": {"p": {}}}"#.to_owned(), "providers.p.localJwks.inlineString: is required"),
+            (r#"{"providers": {"p": {"local_jwks": {"inline_string": "{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2hvcnQ\"}]}"}}}}"#.to_owned(), "providers.p.localJwks.inlineString.keys[0].k: is shorter than 32 bytes, too short for any HMAC algorithm (RFC 7518 §3.2)"),
+            (r#"{"providers": {"p": {"local_jwks": {"inline_string": "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-521\",\"x\":\"AA\",\"y\":\"AA\"}]}"}}}}"#.to_owned(), "providers.p.localJwks.inlineString.keys[0].crv: `P-521` is not supported"),
+            (r#"{"providers": {"p": {"local_jwks": {"inline_string": "{\"keys\":[{\"kty\":\"RSA\",\"alg\":\"ES256\",\"n\":\"AA\",\"e\":\"AQAB\"}]}"}}}}"#.to_owned(), "providers.p.localJwks.inlineString.keys[0].alg: `ES256` does not fit a `RSA` key"),
+            (r#"{"providers": {"p": {"local_jwks": {"inline_string": "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}"}}}}"#.to_owned(), "providers.p.localJwks.inlineString.keys[0].n: RSA modulus of 17 bits; at least 2048 required"),
+            (r#"{"providers": {"p": {}, "p": {}}}"#.to_owned(), "providers: duplicate provider `p`"),
+            (r#"{"rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "x"}}]}"#.to_owned(), "rules[0].requires.providerName: no provider is named `x`"),
+            (r#"{"rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [{"allow_missing": {}}]}}}]}"#.to_owned(), "rules[0].requires.requiresAny.requirements: needs at least 2 requirements"),
+            (r#"{"rules": [{"match": {"prefix": "/"}, "requires": {"allow_missing": {}, "allow_missing_or_failed": {}}}]}"#.to_owned(), "rules[0].requires: needs exactly one of providerName, providerAndAudiences, requiresAny, requiresAll, allowMissing, allowMissingOrFailed"),
+            (r#"{"bypassCorsPreflight": true, "bypass_cors_preflight": true}"#.to_owned(), "bypassCorsPreflight: duplicate field `bypassCorsPreflight`"),
+        ] {
+            let error = error(&json);
+            assert!(error.starts_with(expected), "{json}\n{error}");
+        }
+    }
 }

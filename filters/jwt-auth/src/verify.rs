@@ -538,3 +538,60 @@ mod tests {
         assert_eq!(claim_text(&claims, &path("a.missing")), None);
     }
 }
+
+#[cfg(test)]
+mod rfc_examples {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+    use super::*;
+
+    /// RFC 7515 Appendix A.1 (HS256), key from A.1.1; its `exp` is 1300819380 (2011), so the
+    /// clock is injected.
+    const A1_TOKEN: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const A1_JWKS: &str = r#"{\"keys\":[{\"kty\":\"oct\",\"k\":\"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow\"}]}"#;
+    const A1_EXP: u64 = 1_300_819_380;
+
+    fn provider(fields: &str) -> Provider {
+        let json = format!(
+            r#"{{"providers": {{"rfc": {{"issuer": "joe", "local_jwks": {{"inline_string": "{A1_JWKS}"}},
+                "claim_to_headers": [{{"header_name": "x-root", "claim_name": "http://example.com/is_root"}}]{fields}}}}}}}"#
+        );
+        crate::config::parse(json.as_bytes())
+            .unwrap()
+            .providers
+            .remove(0)
+    }
+
+    #[test]
+    fn rfc7515_a1_verifies_at_its_time_and_expires_after() {
+        let p = provider("");
+        let verified = verify(&p, A1_TOKEN, A1_EXP - 100).unwrap();
+        assert_eq!(verified.issuer.as_deref(), Some("joe"));
+        assert_eq!(verified.expires_at, Some(A1_EXP));
+        // The claim name contains dots: a dotted path cannot reach it (documented).
+        assert_eq!(verified.claim_values, [None]);
+        assert_eq!(verify(&p, A1_TOKEN, A1_EXP + 60), Ok(verified));
+        assert_eq!(verify(&p, A1_TOKEN, A1_EXP + 61), Err(Failure::Expired));
+        let mut wrong_issuer = provider("");
+        wrong_issuer.issuer = Some("bob".to_owned());
+        assert_eq!(
+            verify(&wrong_issuer, A1_TOKEN, A1_EXP),
+            Err(Failure::Issuer)
+        );
+        let only_es256 = provider(r#", "allowed_algorithms": ["ES256"]"#);
+        assert_eq!(
+            verify(&only_es256, A1_TOKEN, A1_EXP),
+            Err(Failure::AlgorithmNotAllowed)
+        );
+        let short_life = provider(r#", "max_lifetime": "60s""#);
+        assert_eq!(
+            verify(&short_life, A1_TOKEN, A1_EXP),
+            Err(Failure::Lifetime)
+        );
+        // One flipped signature bit.
+        let mut tampered = A1_TOKEN.to_owned();
+        tampered.pop();
+        tampered.push('Y');
+        assert_eq!(verify(&p, &tampered, A1_EXP), Err(Failure::Signature));
+    }
+}
