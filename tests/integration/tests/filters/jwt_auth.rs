@@ -537,3 +537,81 @@ fn configuration_errors_are_refused() {
         .with_header("access-control-request-method", "POST");
     assert_allowed(&send(&mut plugin, preflight));
 }
+
+#[test]
+fn requirements_locations_and_metrics() {
+    let config = json!({
+        "providers": {
+            "ec": provider(&json!({"allowed_algorithms": ["ES256"]})),
+            "ed": {
+                "issuer": ISSUER,
+                "local_jwks": {"inline_string": jwks()},
+                "allowed_algorithms": ["EdDSA"],
+                "from_cookies": ["session"]
+            }
+        },
+        "rules": [
+            {"match": {"prefix": "/any"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": "ec"}, {"provider_name": "ed"}]}}},
+            {"match": {"prefix": "/aud"}, "requires": {"provider_and_audiences": {
+                "provider_name": "ec", "audiences": ["admin"]}}},
+            {"match": {"prefix": "/soft"}, "requires": {"allow_missing_or_failed": {}}}
+        ]
+    })
+    .to_string();
+    let mut plugin = load(&config);
+    // requires_any: either provider's token, from its own location.
+    let ec = token(Algorithm::ES256);
+    let ed = token(Algorithm::EdDSA);
+    let out = send(
+        &mut plugin,
+        Request::get("/any", "example.com").with_header("cookie", format!("a=b; session={ed}")),
+    );
+    assert_allowed(&out);
+    assert_eq!(upstream(&out, "x-sub"), None, "ed writes no claims");
+    let out = send(
+        &mut plugin,
+        Request::get("/any", "example.com").with_header("authorization", format!("Bearer {ec}")),
+    );
+    assert_allowed(&out);
+    assert_eq!(upstream(&out, "x-sub").as_deref(), Some("alice"));
+    // An EdDSA token in the header: `ec` refuses its algorithm, `ed` does not read headers.
+    let out = send(
+        &mut plugin,
+        Request::get("/any", "example.com").with_header("authorization", format!("Bearer {ed}")),
+    );
+    assert_denied(&out, 401, "Jwt algorithm is not allowed");
+    // Both locations filled: refused.
+    let out = send(
+        &mut plugin,
+        Request::get("/any", "example.com")
+            .with_header("authorization", format!("Bearer {ec}"))
+            .with_header("cookie", format!("session={ed}")),
+    );
+    assert_denied(&out, 401, "More than one Jwt in the request");
+    // provider_and_audiences replaces the provider's audiences.
+    let out = send(
+        &mut plugin,
+        Request::get("/aud", "example.com").with_header("authorization", format!("Bearer {ec}")),
+    );
+    assert_denied(&out, 403, "Audiences in Jwt are not allowed");
+    // allow_missing_or_failed: a bad token passes, but it is stripped and writes nothing.
+    let out = send(
+        &mut plugin,
+        Request::get("/soft", "example.com")
+            .with_header("authorization", "Bearer not.a.jwt")
+            .with_header("x-sub", "mallory"),
+    );
+    assert_allowed(&out);
+    assert_eq!(upstream(&out, "x-sub"), None);
+    assert_eq!(upstream(&out, "authorization"), None);
+    let metrics = format!("{:?}", plugin.shared().metrics());
+    for series in [
+        "reason=.=audience;.;provider=.=ec;.;meshward_jwt_auth_denied_total",
+        "reason=.=multiple_tokens;.;provider=.=none;.;meshward_jwt_auth_denied_total",
+        "provider=.=ed;.;meshward_jwt_auth_allowed_total",
+        "result=.=hit;.;meshward_jwt_auth_cache_total",
+    ] {
+        assert!(metrics.contains(series), "{series} missing in {metrics}");
+    }
+}
