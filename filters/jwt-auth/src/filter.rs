@@ -735,3 +735,125 @@ fn pick(
         _ => Some(candidate),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+    use jwt_simple::prelude::{Claims, HS256Key, MACLike};
+    use meshward_core::host::mock::{Hostcall, MockHost};
+
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const NOW: u64 = 1_767_225_600;
+
+    fn config() -> String {
+        let jwks = format!(
+            r#"{{\"keys\":[{{\"kty\":\"oct\",\"k\":\"{}\"}}]}}"#,
+            <ct_codecs::Base64UrlSafeNoPadding as ct_codecs::Encoder>::encode_to_string(SECRET)
+                .unwrap_or_default()
+        );
+        format!(
+            r#"{{"providers": {{"p": {{"issuer": "iss", "local_jwks": {{"inline_string": "{jwks}"}},
+                "payload_in_metadata": "jwt_payload",
+                "claim_to_headers": [{{"header_name": "x-sub", "claim_name": "sub"}}]}}}},
+              "rules": [{{"match": {{"prefix": "/"}}, "requires": {{"provider_name": "p"}}}}]}}"#
+        )
+    }
+
+    fn token() -> String {
+        let claims = Claims::create(jwt_simple::prelude::Duration::from_hours(1))
+            .with_issuer("iss")
+            .with_subject("alice");
+        let mut claims = claims;
+        claims.issued_at = Some(jwt_simple::prelude::UnixTimeStamp::from_secs(NOW));
+        claims.expires_at = Some(jwt_simple::prelude::UnixTimeStamp::from_secs(NOW + 3600));
+        claims.invalid_before = None;
+        HS256Key::from_bytes(SECRET).authenticate(claims).unwrap()
+    }
+
+    fn host(token: &str) -> MockHost {
+        MockHost::new()
+            .with_time(NOW * 1_000_000_000)
+            .with_request_header(":path", "/a?b=c")
+            .with_request_header(":authority", "example.com")
+            .with_request_header("authorization", format!("Bearer {token}"))
+            .with_request_header("x-sub", "mallory")
+    }
+
+    #[test]
+    fn verified_token_sets_headers_properties_and_is_cached() {
+        let token = token();
+        let host = host(&token);
+        let original = host.request_headers();
+        let filter = Filter::configure(&host, config().as_bytes()).unwrap();
+        for round in 0..2 {
+            host.put_header_map(MapKind::RequestHeaders, original.clone());
+            let mut stream = Stream::default();
+            assert_eq!(stream.on_request_headers(&filter, &host), Action::Continue);
+            assert!(
+                host.local_response().is_none(),
+                "{:?}",
+                host.local_response()
+            );
+            assert_eq!(host.request_header("x-sub").as_deref(), Some("alice"));
+            assert_eq!(host.request_header("authorization"), None);
+            assert_eq!(
+                host.property_value(&["meshward_jwt_issuer"]).as_deref(),
+                Some(&b"iss"[..])
+            );
+            assert_eq!(
+                host.property_value(&["meshward_jwt_subject"]).as_deref(),
+                Some(&b"alice"[..])
+            );
+            assert_eq!(
+                host.property_value(&["meshward_jwt_provider"]).as_deref(),
+                Some(&b"p"[..])
+            );
+            let payload = host.property_value(&["jwt_payload"]).unwrap();
+            assert!(
+                String::from_utf8(payload)
+                    .unwrap()
+                    .contains("\"sub\":\"alice\"")
+            );
+            let hit = host.metric_value("result=.=hit;.;meshward_jwt_auth_cache_total");
+            assert_eq!(hit.unwrap_or(0), round, "round {round}");
+        }
+    }
+
+    #[test]
+    fn refusal_replies_401_with_rfc6750_header_and_host_failure_fails_closed() {
+        let token = token();
+        let host = host(&format!("{token}x"));
+        let filter = Filter::configure(&host, config().as_bytes()).unwrap();
+        Stream::default().on_request_headers(&filter, &host);
+        let reply = host.local_response().unwrap();
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.details,
+            "jwt_authn_access_denied{Jwt_verification_fails}"
+        );
+        let www = reply
+            .headers
+            .iter()
+            .find(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap();
+        assert_eq!(
+            www,
+            "Bearer realm=\"http://example.com/a\", error=\"invalid_token\", \
+             error_description=\"Jwt verification fails\""
+        );
+        assert_eq!(
+            host.metric_value("reason=.=signature;.;provider=.=p;.;meshward_jwt_auth_denied_total"),
+            Some(1)
+        );
+        let failing = self::host(&token).failing_always(Hostcall::Property, HostError::BadArgument);
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &failing),
+            Action::Pause
+        );
+        assert_eq!(failing.local_response().unwrap().status, 503);
+    }
+}
