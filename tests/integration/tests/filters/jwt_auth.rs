@@ -615,3 +615,24 @@ fn requirements_locations_and_metrics() {
         assert!(metrics.contains(series), "{series} missing in {metrics}");
     }
 }
+
+#[test]
+fn the_committed_schema_is_current_and_accepts_what_the_filter_accepts() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../filters/jwt-auth/config.schema.json");
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(
+        committed == meshward_filter_jwt_auth::config::schema(),
+        "filters/jwt-auth/config.schema.json is stale: run `make schemas` and commit it"
+    );
+    let validator = jsonschema::validator_for(&committed).unwrap();
+    let bench: Value = serde_json::from_str(&fixture("bench.json")).unwrap();
+    for config in [bench, serde_json::from_str(&config()).unwrap()] {
+        let problems: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+    assert!(!validator.is_valid(&json!({"providers": {"p": {"remote_jwks": {}}}})));
+}
