@@ -13,6 +13,7 @@ mod abi_probe;
 mod callout;
 mod config_schema;
 mod fuzz_smoke;
+mod jwt_auth;
 mod manifests;
 mod rate_limit;
 mod trace_id;

@@ -1,0 +1,398 @@
+//! JSON Web Key Sets (RFC 7517) into verification keys, each bound to the algorithms its type
+//! allows (RFC 8725 §3.1): RSA keys verify `RS*`/`PS*` only, P-256 `ES256`, P-384 `ES384`,
+//! Ed25519 `EdDSA`, symmetric (`oct`) keys `HS*` only, so no token can pick a key of another
+//! type by its `alg` (the HS256-with-an-RSA-public-key confusion). A key's own `alg` member
+//! narrows it to that one algorithm.
+//!
+//! Configure-time only: errors name the key (`keys[2].n`) and are fatal for local keys.
+
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder as _};
+use jwt_simple::prelude::{
+    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, HS256Key, HS384Key, HS512Key, PS256PublicKey,
+    PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey,
+};
+use serde::Deserialize;
+
+use crate::config::InvalidConfig;
+
+/// Smallest RSA modulus accepted, in bits (RFC 8725 / NIST SP 800-131A).
+pub const MIN_RSA_BITS: usize = 2048;
+/// Most keys in one set.
+pub const MAX_KEYS: usize = 64;
+/// Largest JWKS document, in bytes.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// A supported JWS algorithm (`none` is not one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 SHA-256.
+    Rs256,
+    /// RSASSA-PKCS1-v1_5 SHA-384.
+    Rs384,
+    /// RSASSA-PKCS1-v1_5 SHA-512.
+    Rs512,
+    /// RSASSA-PSS SHA-256.
+    Ps256,
+    /// RSASSA-PSS SHA-384.
+    Ps384,
+    /// RSASSA-PSS SHA-512.
+    Ps512,
+    /// ECDSA P-256 SHA-256.
+    Es256,
+    /// ECDSA P-384 SHA-384.
+    Es384,
+    /// Ed25519.
+    EdDsa,
+    /// HMAC SHA-256.
+    Hs256,
+    /// HMAC SHA-384.
+    Hs384,
+    /// HMAC SHA-512.
+    Hs512,
+}
+
+impl Algorithm {
+    /// Every supported algorithm.
+    pub const ALL: [Self; 12] = [
+        Self::Rs256,
+        Self::Rs384,
+        Self::Rs512,
+        Self::Ps256,
+        Self::Ps384,
+        Self::Ps512,
+        Self::Es256,
+        Self::Es384,
+        Self::EdDsa,
+        Self::Hs256,
+        Self::Hs384,
+        Self::Hs512,
+    ];
+
+    /// The JOSE name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Rs384 => "RS384",
+            Self::Rs512 => "RS512",
+            Self::Ps256 => "PS256",
+            Self::Ps384 => "PS384",
+            Self::Ps512 => "PS512",
+            Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::EdDsa => "EdDSA",
+            Self::Hs256 => "HS256",
+            Self::Hs384 => "HS384",
+            Self::Hs512 => "HS512",
+        }
+    }
+
+    /// From the JOSE name (exact, case-sensitive as RFC 7515 says).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    const fn hmac_min_key_bytes(self) -> usize {
+        match self {
+            Self::Hs384 => 48,
+            Self::Hs512 => 64,
+            _ => 32,
+        }
+    }
+}
+
+/// A key usable with exactly one algorithm.
+pub enum Verifier {
+    /// RS256.
+    Rs256(RS256PublicKey),
+    /// RS384.
+    Rs384(RS384PublicKey),
+    /// RS512.
+    Rs512(RS512PublicKey),
+    /// PS256.
+    Ps256(PS256PublicKey),
+    /// PS384.
+    Ps384(PS384PublicKey),
+    /// PS512.
+    Ps512(PS512PublicKey),
+    /// ES256.
+    Es256(ES256PublicKey),
+    /// ES384.
+    Es384(ES384PublicKey),
+    /// EdDSA (Ed25519).
+    EdDsa(Ed25519PublicKey),
+    /// HS256.
+    Hs256(HS256Key),
+    /// HS384.
+    Hs384(HS384Key),
+    /// HS512.
+    Hs512(HS512Key),
+}
+
+/// One verification key.
+pub struct Key {
+    /// `kid`, if the JWK had one.
+    pub kid: Option<String>,
+    /// The algorithm it verifies.
+    pub algorithm: Algorithm,
+    /// The key.
+    pub verifier: Verifier,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys of one provider.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    /// One entry per (JWK, algorithm) pair.
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    /// The keys that may verify a token with `alg` and `kid`: with a `kid`, only keys with that
+    /// `kid` (no fallback to other keys); without one, every key of that algorithm.
+    pub fn candidates<'a>(
+        &'a self,
+        alg: Algorithm,
+        kid: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Key> + 'a {
+        self.keys.iter().filter(move |k| {
+            k.algorithm == alg
+                && match kid {
+                    Some(kid) => k.kid.as_deref() == Some(kid),
+                    None => true,
+                }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<RawJwk>,
+}
+
+// Unknown members are allowed (RFC 7517 §4: "MUST be ignored").
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    key_use: Option<String>,
+    crv: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    k: Option<String>,
+    d: Option<String>,
+}
+
+fn b64(path: &str, field: &str, value: Option<&String>) -> Result<Vec<u8>, InvalidConfig> {
+    let value = value.ok_or_else(|| InvalidConfig::at(format!("{path}.{field}"), "is missing"))?;
+    Base64UrlSafeNoPadding::decode_to_vec(value.trim_end_matches('='), None)
+        .map_err(|_| InvalidConfig::at(format!("{path}.{field}"), "is not base64url"))
+}
+
+fn modulus_bits(n: &[u8]) -> usize {
+    let trimmed: &[u8] = match n.iter().position(|b| *b != 0) {
+        Some(i) => n.get(i..).unwrap_or_default(),
+        None => &[],
+    };
+    match trimmed.first() {
+        Some(first) => trimmed.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
+    }
+}
+
+fn bad_key(path: &str, e: &jwt_simple::Error) -> InvalidConfig {
+    InvalidConfig::at(path, format!("is not a usable key: {e}"))
+}
+
+/// Parses a local JWKS and keeps, per key, one verifier for each allowed algorithm its type
+/// supports. Every problem is an error (these keys come from the operator).
+pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidConfig> {
+    if text.len() > MAX_JWKS_BYTES {
+        return Err(InvalidConfig::root(format!(
+            "is larger than {MAX_JWKS_BYTES} bytes"
+        )));
+    }
+    let raw: RawJwks = serde_json::from_str(text)
+        .map_err(|e| InvalidConfig::root(format!("is not a JWKS: {e}")))?;
+    if raw.keys.is_empty() {
+        return Err(InvalidConfig::at("keys", "has no keys"));
+    }
+    if raw.keys.len() > MAX_KEYS {
+        return Err(InvalidConfig::at(
+            "keys",
+            format!("has more than {MAX_KEYS} keys"),
+        ));
+    }
+    let mut set = KeySet::default();
+    for (i, jwk) in raw.keys.iter().enumerate() {
+        let path = format!("keys[{i}]");
+        if jwk.key_use.as_deref().is_some_and(|u| u != "sig") {
+            // An encryption key: never used to verify.
+            continue;
+        }
+        if jwk.d.is_some() && jwk.kty != "oct" {
+            return Err(InvalidConfig::at(
+                format!("{path}.d"),
+                "is private key material: give the public key only",
+            ));
+        }
+        let pinned = match jwk.alg.as_deref() {
+            None => None,
+            Some(name) => Some(Algorithm::from_name(name).ok_or_else(|| {
+                InvalidConfig::at(format!("{path}.alg"), format!("`{name}` is not supported"))
+            })?),
+        };
+        let family: &[Algorithm] = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+            ("RSA", _) => &[
+                Algorithm::Rs256,
+                Algorithm::Rs384,
+                Algorithm::Rs512,
+                Algorithm::Ps256,
+                Algorithm::Ps384,
+                Algorithm::Ps512,
+            ],
+            ("EC", Some("P-256")) => &[Algorithm::Es256],
+            ("EC", Some("P-384")) => &[Algorithm::Es384],
+            ("OKP", Some("Ed25519")) => &[Algorithm::EdDsa],
+            ("oct", _) => &[Algorithm::Hs256, Algorithm::Hs384, Algorithm::Hs512],
+            ("EC" | "OKP", crv) => {
+                return Err(InvalidConfig::at(
+                    format!("{path}.crv"),
+                    format!("`{}` is not supported", crv.unwrap_or("(missing)")),
+                ));
+            }
+            (kty, _) => {
+                return Err(InvalidConfig::at(
+                    format!("{path}.kty"),
+                    format!("`{kty}` is not supported"),
+                ));
+            }
+        };
+        if let Some(alg) = pinned
+            && !family.contains(&alg)
+        {
+            return Err(InvalidConfig::at(
+                format!("{path}.alg"),
+                format!("`{}` does not fit a `{}` key", alg.name(), jwk.kty),
+            ));
+        }
+        let algs: Vec<Algorithm> = family
+            .iter()
+            .copied()
+            .filter(|a| pinned.is_none_or(|p| p == *a) && allowed.contains(a))
+            .collect();
+        let mut push = |algorithm: Algorithm, verifier: Verifier| {
+            set.keys.push(Key {
+                kid: jwk.kid.clone(),
+                algorithm,
+                verifier,
+            });
+        };
+        match jwk.kty.as_str() {
+            "RSA" => {
+                let n = b64(&path, "n", jwk.n.as_ref())?;
+                let e = b64(&path, "e", jwk.e.as_ref())?;
+                let bits = modulus_bits(&n);
+                if bits < MIN_RSA_BITS {
+                    return Err(InvalidConfig::at(
+                        format!("{path}.n"),
+                        format!("RSA modulus of {bits} bits; at least {MIN_RSA_BITS} required"),
+                    ));
+                }
+                let p = format!("{path}.n");
+                for alg in algs {
+                    let v = match alg {
+                        Algorithm::Rs256 => {
+                            RS256PublicKey::from_components(&n, &e).map(Verifier::Rs256)
+                        }
+                        Algorithm::Rs384 => {
+                            RS384PublicKey::from_components(&n, &e).map(Verifier::Rs384)
+                        }
+                        Algorithm::Rs512 => {
+                            RS512PublicKey::from_components(&n, &e).map(Verifier::Rs512)
+                        }
+                        Algorithm::Ps256 => {
+                            PS256PublicKey::from_components(&n, &e).map(Verifier::Ps256)
+                        }
+                        Algorithm::Ps384 => {
+                            PS384PublicKey::from_components(&n, &e).map(Verifier::Ps384)
+                        }
+                        _ => PS512PublicKey::from_components(&n, &e).map(Verifier::Ps512),
+                    }
+                    .map_err(|e| bad_key(&p, &e))?;
+                    push(alg, v);
+                }
+            }
+            "EC" => {
+                let x = b64(&path, "x", jwk.x.as_ref())?;
+                let y = b64(&path, "y", jwk.y.as_ref())?;
+                let mut point = Vec::with_capacity(1 + x.len() + y.len());
+                point.push(4u8);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                for alg in algs {
+                    let v = if alg == Algorithm::Es256 {
+                        ES256PublicKey::from_bytes(&point).map(Verifier::Es256)
+                    } else {
+                        ES384PublicKey::from_bytes(&point).map(Verifier::Es384)
+                    }
+                    .map_err(|e| bad_key(&format!("{path}.x"), &e))?;
+                    push(alg, v);
+                }
+            }
+            "OKP" => {
+                let x = b64(&path, "x", jwk.x.as_ref())?;
+                for alg in algs {
+                    let v = Ed25519PublicKey::from_bytes(&x)
+                        .map(Verifier::EdDsa)
+                        .map_err(|e| bad_key(&format!("{path}.x"), &e))?;
+                    push(alg, v);
+                }
+            }
+            _ => {
+                let k = b64(&path, "k", jwk.k.as_ref())?;
+                let usable: Vec<Algorithm> = algs
+                    .iter()
+                    .copied()
+                    .filter(|a| pinned.is_some() || k.len() >= a.hmac_min_key_bytes())
+                    .collect();
+                if usable.is_empty() && !algs.is_empty() {
+                    return Err(InvalidConfig::at(
+                        format!("{path}.k"),
+                        "is shorter than 32 bytes, too short for any HMAC algorithm (RFC 7518 §3.2)",
+                    ));
+                }
+                for alg in usable {
+                    if k.len() < alg.hmac_min_key_bytes() {
+                        return Err(InvalidConfig::at(
+                            format!("{path}.k"),
+                            format!(
+                                "{} needs a key of at least {} bytes (RFC 7518 §3.2)",
+                                alg.name(),
+                                alg.hmac_min_key_bytes()
+                            ),
+                        ));
+                    }
+                    let v = match alg {
+                        Algorithm::Hs256 => Verifier::Hs256(HS256Key::from_bytes(&k)),
+                        Algorithm::Hs384 => Verifier::Hs384(HS384Key::from_bytes(&k)),
+                        _ => Verifier::Hs512(HS512Key::from_bytes(&k)),
+                    };
+                    push(alg, v);
+                }
+            }
+        }
+    }
+    Ok(set)
+}
