@@ -14,4 +14,5 @@ mod callout;
 mod config_schema;
 mod fuzz_smoke;
 mod manifests;
+mod metric_tag;
 mod trace_id;
