@@ -290,3 +290,63 @@ fn bad_configs_are_refused_naming_the_field() {
         }
     }
 }
+
+#[test]
+fn the_committed_schema_is_current_and_accepts_the_shipped_configs() {
+    let path = repo().join("filters/metric-tag/config.schema.json");
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        committed == meshward_filter_metric_tag::config::schema(),
+        "filters/metric-tag/config.schema.json is stale: run `make schemas` and commit it"
+    );
+    let validator = jsonschema::validator_for(&committed).unwrap();
+    let bench =
+        std::fs::read_to_string(repo().join("tests/fixtures/metric-tag/bench.json")).unwrap();
+    for config in [CONFIG, bench.as_str()] {
+        let value: serde_json::Value = serde_json::from_str(config).unwrap();
+        let problems: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        parse_config::<RawConfig, Config>(config.as_bytes()).unwrap();
+    }
+    let typo: serde_json::Value =
+        serde_json::from_str(r#"{"metrics": [{"name": "m", "type": "counter", "tag": []}]}"#)
+            .unwrap();
+    assert!(!validator.is_valid(&typo));
+}
+
+#[test]
+fn the_generated_snippets_name_every_tag_a_metric_carries() {
+    let config = parse_config::<RawConfig, Config>(CONFIG.as_bytes()).unwrap();
+    let yaml = meshward_filter_metric_tag::stats_tags::snippets(&config);
+    let parsed: serde_yaml::Value =
+        serde_yaml::from_str(yaml.split("\n# Istio").next().unwrap()).unwrap();
+    let tags = parsed["stats_config"]["stats_tags"].as_sequence().unwrap();
+    let names: Vec<&str> = tags
+        .iter()
+        .map(|t| t["tag_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "method",
+            "variant",
+            "status_class",
+            "client",
+            "route",
+            "endpoint"
+        ]
+    );
+    for tag in tags {
+        let regex = regex::Regex::new(tag["regex"].as_str().unwrap()).unwrap();
+        let name = tag["tag_name"].as_str().unwrap();
+        let stat = format!("wasmcustom.{name}=.=v-1;.;app_requests_total");
+        let captures = regex.captures(&stat).unwrap();
+        assert_eq!(&captures[2], "v-1");
+    }
+    assert!(yaml.contains("extraStatTags:\n  - method\n"));
+    assert!(yaml.contains("- '.*app_request_duration_ms.*'"));
+}
