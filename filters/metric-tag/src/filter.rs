@@ -368,7 +368,10 @@ fn admit(
                 continue;
             }
             count += 1;
-            if find(&values.labels, entry).is_none()
+            // Never more labels than the tag's domain, even if this VM admitted a value the
+            // record later lost (two first writes racing): series indices stay in range.
+            if values.labels.len() < cap + 2
+                && find(&values.labels, entry).is_none()
                 && let Ok(entry) = std::str::from_utf8(entry)
             {
                 values.labels.push(entry.to_owned());
@@ -377,7 +380,7 @@ fn admit(
         if let Some(i) = find(&values.labels, raw) {
             return i;
         }
-        if count >= cap {
+        if count >= cap || values.labels.len() >= cap + 2 {
             values.full = true;
             return OTHER_INDEX;
         }

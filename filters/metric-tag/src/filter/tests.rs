@@ -213,3 +213,22 @@ fn status_and_decimal_formatting() {
     assert_eq!(query_value(b"a=1&plan=x&plan=y", "plan"), Some(&b"x"[..]));
     assert_eq!(query_value(b"planet=1", "plan"), None);
 }
+
+#[test]
+fn a_lost_record_never_grows_a_vm_past_the_cap() {
+    let host = MockHost::new();
+    let vm = filter(&host);
+    run(&vm, &host, &[("x-client", b"c1")]);
+    run(&vm, &host, &[("x-client", b"c2")]);
+    // Another writer replaces the record (e.g. a racing first write): c1 and c2 are gone.
+    host.put_shared_data(&shared_key("client"), b"mt1\nz1\nz2\nz3");
+    run(&vm, &host, &[("x-client", b"c4")]);
+    run(&vm, &host, &[("x-client", b"z3")]);
+    // The VM keeps c1, c2 and learns z1 (its domain: 3 values); c4 and z3 are other.
+    assert_eq!(vm.label(1, 4).as_deref(), Some("z1"));
+    assert_eq!(vm.label(1, 5), None);
+    assert_eq!(
+        client_labels(&host),
+        ["client=.=c1", "client=.=c2", "client=.=other"]
+    );
+}
