@@ -96,6 +96,11 @@ size: ## print module sizes; fail when a shipped filter exceeds WASM_BUDGET_KB
 	  if [[ " $(FILTERS) " == *" $$f "* ]] && [ $$kb -gt $(WASM_BUDGET_KB) ]; then echo "  ^ over the $(WASM_BUDGET_KB) KiB budget"; status=1; fi; \
 	done; exit $$status
 
+.PHONY: stats-tags
+stats-tags: ## print the Envoy stats_tags / Istio extraStatTags YAML for a metric-tag config: make stats-tags CONFIG=file.json
+	@test -n "$(CONFIG)" || { echo "usage: make stats-tags CONFIG=path/to/metric-tag-config.json"; exit 2; }
+	@$(CARGO) run --locked -q -p meshward-filter-metric-tag --features schema --bin metric-tag-stats-tags -- $(CONFIG)
+
 .PHONY: schemas
 schemas: ## regenerate filters/<name>/config.schema.json (JSON Schema of each filter's config)
 	@for f in $(FILTERS); do \
