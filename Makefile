@@ -9,7 +9,7 @@ CARGO    ?= cargo
 PROFILE  ?= wasm-release
 WASM_TARGET := wasm32-wasip1
 # Shipped filters (dist/<name>.wasm from package meshward-filter-<name>).
-FILTERS  := trace-id rate-limit jwt-auth
+FILTERS  := trace-id rate-limit jwt-auth metric-tag
 # Test-only modules built alongside, not shipped (dist/<name>.wasm from package
 # meshward-<name>-filter): noop is the benchmark baseline; abi-probe drives every
 # meshward_core::abi entry point; callout proves the async shape (streams waiting on a
@@ -102,6 +102,11 @@ size: ## print module sizes; fail when a shipped filter exceeds its budget (WASM
 	  printf '  dist/%-16s %8d bytes (%d KiB)\n' "$$f.wasm" $$bytes $$kb; \
 	  if [ $$budget != none ] && [ $$kb -gt $$budget ]; then echo "  ^ over the $$budget KiB budget"; status=1; fi; \
 	done; exit $$status
+
+.PHONY: stats-tags
+stats-tags: ## print the Envoy stats_tags / Istio extraStatTags YAML for a metric-tag config: make stats-tags CONFIG=file.json
+	@test -n "$(CONFIG)" || { echo "usage: make stats-tags CONFIG=path/to/metric-tag-config.json"; exit 2; }
+	@$(CARGO) run --locked -q -p meshward-filter-metric-tag --features schema --bin metric-tag-stats-tags -- $(CONFIG)
 
 .PHONY: schemas
 schemas: ## regenerate filters/<name>/config.schema.json (JSON Schema of each filter's config)

@@ -622,6 +622,23 @@ fn properties() {
         abi::set_property(b"probe_empty", b""),
     );
     let _ = report("property(probe_empty)", abi::property(b"probe_empty"));
+    // Not complete yet: Envoy has no `requestComplete()` before the end of the stream.
+    let _ = report(
+        "property(request.duration)",
+        abi::property(b"request\0duration"),
+    );
+}
+
+/// In `on_log`: the end-of-stream measurements (Envoy's int64 / duration encodings).
+fn properties_in_log() {
+    for (name, path) in [
+        ("request.duration", &b"request\0duration"[..]),
+        ("request.total_size", b"request\0total_size"),
+        ("response.total_size", b"response\0total_size"),
+        ("response.backend_latency", b"response\0backend_latency"),
+    ] {
+        let _ = report(&format!("property({name})"), abi::property(path));
+    }
 }
 
 fn shared_data() {
@@ -834,6 +851,7 @@ impl HttpContext for ProbeStream {
     fn on_log(&mut self) {
         match self.scenario {
             Scenario::Headers => headers_in_log(),
+            Scenario::Property => properties_in_log(),
             Scenario::ReplyLate => {
                 let _ = report(
                     "send_local_response(418, in log, \"\", [], None)",

@@ -681,6 +681,7 @@ impl Plugin {
                     info: rec.info.clone(),
                     filter_state: rec.filter_state.clone(),
                     request_time_ns,
+                    started_ns: self.shared.clock().monotonic_ns(),
                     ..StreamCtx::default()
                 },
             );
@@ -703,9 +704,15 @@ impl Plugin {
         // Put the data where the hostcalls find it.
         let count;
         {
+            let now_ns = self.shared.clock().monotonic_ns();
             let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) else {
                 return Err(HostError::Internal("stream context missing".to_owned()));
             };
+            if phase.is_request() {
+                s.upstream_first_tx_ns.get_or_insert(now_ns);
+            } else {
+                s.upstream_last_rx_ns = Some(now_ns);
+            }
             if let (Some(slot), Some(map)) = (phase.map_slot(), map.as_deref()) {
                 if let Some(m) = s.maps.get_mut(slot) {
                     *m = Some(map.clone());
@@ -985,13 +992,16 @@ impl Plugin {
                     info: rec.info.clone(),
                     filter_state: rec.filter_state.clone(),
                     request_time_ns,
+                    started_ns: self.shared.clock().monotonic_ns(),
                     ..StreamCtx::default()
                 },
             );
             steps.push("proxy_on_context_create");
         }
+        let completed_ns = self.shared.clock().monotonic_ns();
         if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
             s.in_log = true;
+            s.completed_ns = Some(completed_ns);
             s.maps = [
                 s.request_seen.clone(),
                 None,

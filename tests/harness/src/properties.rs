@@ -24,6 +24,8 @@ pub const SUPPORTED_PATHS: &[&str] = &[
     "request.query",
     "request.time",
     "request.size",
+    "request.duration",
+    "request.total_size",
     "response.code",
     "response.code_details",
     "response.headers",
@@ -32,6 +34,8 @@ pub const SUPPORTED_PATHS: &[&str] = &[
     "response.grpc_status",
     "response.flags",
     "response.size",
+    "response.total_size",
+    "response.backend_latency",
     "source.address",
     "source.port",
     "destination.address",
@@ -55,6 +59,27 @@ pub const SUPPORTED_PATHS: &[&str] = &[
 
 fn map_value(map: &HeaderMap) -> Vec<u8> {
     crate::wire::encode_map(map.iter().map(|(k, v)| (k.as_bytes(), v)))
+}
+
+/// Envoy's `HeaderMap::byteSize()`: every key and value, pseudo-headers included.
+fn byte_size(map: Option<&HeaderMap>) -> u64 {
+    map.map_or(0, |m| {
+        m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    })
+}
+
+fn int(value: u64) -> Vec<u8> {
+    PropValue::Int(i64::try_from(value).unwrap_or(i64::MAX)).encode()
+}
+
+fn duration(from: Option<u64>, to: Option<u64>) -> Result<Vec<u8>, i32> {
+    match (from, to) {
+        (Some(from), Some(to)) => Ok(PropValue::Duration(
+            i64::try_from(to.saturating_sub(from)).unwrap_or(i64::MAX),
+        )
+        .encode()),
+        _ => Err(NOT_FOUND),
+    }
 }
 
 fn port_of(address: &str) -> Option<i64> {
@@ -149,6 +174,14 @@ fn request(s: &StreamCtx, rest: &[String]) -> Result<Vec<u8>, i32> {
     if field == Some("size") {
         return Ok(PropValue::Int(i64::try_from(s.request_body_size).unwrap_or(i64::MAX)).encode());
     }
+    if field == Some("duration") {
+        // Envoy: `requestComplete()`, set when the stream completes (so in `proxy_on_log`).
+        return duration(Some(s.started_ns), s.completed_ns);
+    }
+    if field == Some("total_size") {
+        // Envoy: bytes received plus the request headers' byte size.
+        return Ok(int(s.request_body_size + byte_size(s.request_seen.as_ref())));
+    }
     let headers = s.request_seen.as_ref().ok_or(NOT_FOUND)?;
     let get = |name: &str| headers.get_joined(name).ok_or(NOT_FOUND);
     match field {
@@ -196,6 +229,13 @@ fn response(s: &StreamCtx, rest: &[String]) -> Result<Vec<u8>, i32> {
         Some("size") => {
             Ok(PropValue::Int(i64::try_from(s.response_body_size).unwrap_or(i64::MAX)).encode())
         }
+        // Envoy: bytes sent plus the response headers' and trailers' byte sizes.
+        Some("total_size") => Ok(int(s.response_body_size
+            + byte_size(s.response_seen.as_ref())
+            + byte_size(s.response_trailers_seen.as_ref()))),
+        // Envoy: last upstream byte received minus first upstream byte sent; absent without an
+        // upstream exchange (here: no response phase delivered).
+        Some("backend_latency") => duration(s.upstream_first_tx_ns, s.upstream_last_rx_ns),
         Some("code") => {
             let headers = s.response_seen.as_ref().ok_or(NOT_FOUND)?;
             let code: i64 = headers

@@ -66,6 +66,15 @@ pub(crate) struct StreamCtx {
     pub(crate) response_code_details: String,
     pub(crate) request_body_size: u64,
     pub(crate) response_body_size: u64,
+    /// Monotonic ns when the stream started (`request.duration` counts from here).
+    pub(crate) started_ns: u64,
+    /// Monotonic ns when the stream completed (set before `proxy_on_log`; Envoy's
+    /// `requestComplete()`, without which `request.duration` is absent).
+    pub(crate) completed_ns: Option<u64>,
+    /// Monotonic ns of the first request phase delivered (the upstream request's first byte).
+    pub(crate) upstream_first_tx_ns: Option<u64>,
+    /// Monotonic ns of the last response phase delivered (the upstream response's last byte).
+    pub(crate) upstream_last_rx_ns: Option<u64>,
     /// In `proxy_on_log`: unavailable maps give NotFound instead of BadArgument.
     pub(crate) in_log: bool,
 }

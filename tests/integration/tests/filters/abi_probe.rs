@@ -252,8 +252,16 @@ fn properties_and_filter_state() {
             r#"property(filter_state.wasm.probe_prop) -> Ok(Some("v1"))"#,
             r#"set_property(probe_empty, "") -> Ok(())"#,
             "property(probe_empty) -> Ok(None)",
+            // Only once the stream completes.
+            "property(request.duration) -> Ok(None)",
             // on_http_response_headers: an int64, little-endian.
             r#"property(response.code) -> Ok(Some("\xc8\x00\x00\x00\x00\x00\x00\x00"))"#,
+            // on_log (the clock stands still: 0 ns): durations are int64 ns, sizes int64 bytes
+            // of headers (Σ name + value, pseudo-headers included) plus body.
+            r#"property(request.duration) -> Ok(Some("\x00\x00\x00\x00\x00\x00\x00\x00"))"#,
+            r#"property(request.total_size) -> Ok(Some("s\x00\x00\x00\x00\x00\x00\x00"))"#,
+            r#"property(response.total_size) -> Ok(Some("\x15\x00\x00\x00\x00\x00\x00\x00"))"#,
+            r#"property(response.backend_latency) -> Ok(Some("\x00\x00\x00\x00\x00\x00\x00\x00"))"#,
         ],
     );
     assert_eq!(out.property("probe_prop").as_deref(), Some("v1"));

@@ -16,23 +16,56 @@ const REQUESTS_PER_FILTER: usize = 10_000;
 const WORKERS: usize = 4;
 
 /// Each shipped filter with configurations that switch on its optional paths.
-const FILTERS: &[(&str, &[&str])] = &[(
-    "trace-id",
-    &[
-        "{}",
-        r#"{"properties": true, "b3": {"read": true, "write": "multi"},
-            "traceContext": {"mode": "passthrough", "sampling": {"type": "inherit"}},
-            "response": {"traceresponse": true, "serverTiming": true},
-            "requestId": {"aliases": ["x-correlation-id"], "originalIdHeader": "x-original-id",
-                          "policy": "keepIfTrusted", "trustedCidrs": ["0.0.0.0/0", "::/0"]}}"#,
-        r#"{"traceContext": {"mode": "restart", "sampling": {"type": "ratio", "ratio": 0.5}},
-            "requestId": {"validation": "uuid", "policy": "alwaysReplace"}, "failureMode": "deny"}"#,
-    ],
-)];
+const FILTERS: &[(&str, &[&str])] = &[
+    (
+        "trace-id",
+        &[
+            "{}",
+            r#"{"properties": true, "b3": {"read": true, "write": "multi"},
+                "traceContext": {"mode": "passthrough", "sampling": {"type": "inherit"}},
+                "response": {"traceresponse": true, "serverTiming": true},
+                "requestId": {"aliases": ["x-correlation-id"], "originalIdHeader": "x-original-id",
+                              "policy": "keepIfTrusted", "trustedCidrs": ["0.0.0.0/0", "::/0"]}}"#,
+            r#"{"traceContext": {"mode": "restart", "sampling": {"type": "ratio", "ratio": 0.5}},
+                "requestId": {"validation": "uuid", "policy": "alwaysReplace"}, "failureMode": "deny"}"#,
+        ],
+    ),
+    (
+        "metric-tag",
+        &[r#"{"tags": [
+                 {"name": "variant", "source": {"type": "header", "name": "x-request-id"}, "maxValues": 20},
+                 {"name": "trace", "source": {"type": "header", "name": "traceparent"}, "allowedValues": ["a"]},
+                 {"name": "class", "source": {"type": "statusClass"}},
+                 {"name": "status", "source": {"type": "status"}},
+                 {"name": "endpoint", "source": {"type": "pathTemplate", "templates": ["/api/v1/orders/{id}"]}},
+                 {"name": "q", "source": {"type": "query", "name": "x"}, "maxValues": 5}],
+               "metrics": [
+                 {"name": "m_requests_total", "type": "counter", "tags": ["variant", "trace", "class"]},
+                 {"name": "m_duration_ms", "type": "histogram", "tags": ["status", "endpoint", "q"]},
+                 {"name": "m_bytes", "type": "histogram", "value": "requestBytes"}],
+               "properties": true}"#],
+    ),
+    (
+        "rate-limit",
+        &[
+            include_str!("../../../fixtures/rate-limit/bench.json"),
+            r#"{"rules": [{"name": "tight", "key": {"type": "header", "name": "x-request-id"},
+                           "tokenBucket": {"maxTokens": 2, "fillInterval": "1s"}, "maxKeys": 16,
+                           "hitsAddend": {"header": "x-b3-flags", "max": 3}}],
+                "defaultBucket": {"tokenBucket": {"maxTokens": 0, "fillInterval": "1s"}},
+                "response": {"rateLimitHeaders": "both"}}"#,
+        ],
+    ),
+    (
+        "jwt-auth",
+        &[include_str!("../../../fixtures/jwt-auth/bench.json")],
+    ),
+];
 
 /// Header names the filters read, so random values hit their parsers.
 const INTERESTING: &[&str] = &[
     "x-request-id",
+    "x-user-id",
     "x-correlation-id",
     "x-original-id",
     "traceparent",

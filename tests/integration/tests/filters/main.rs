@@ -15,5 +15,6 @@ mod config_schema;
 mod fuzz_smoke;
 mod jwt_auth;
 mod manifests;
+mod metric_tag;
 mod rate_limit;
 mod trace_id;
