@@ -9,7 +9,7 @@ CARGO    ?= cargo
 PROFILE  ?= wasm-release
 WASM_TARGET := wasm32-wasip1
 # Shipped filters (dist/<name>.wasm from package meshward-filter-<name>).
-FILTERS  := trace-id rate-limit
+FILTERS  := trace-id rate-limit ab-routing
 # Test-only modules built alongside, not shipped (dist/<name>.wasm from package
 # meshward-<name>-filter): noop is the benchmark baseline; abi-probe drives every
 # meshward_core::abi entry point; callout proves the async shape (streams waiting on a
