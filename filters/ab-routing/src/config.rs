@@ -19,7 +19,7 @@ use sha2::Sha256;
 pub use meshward_core::config::{ConfigError, InvalidConfig};
 pub use meshward_core::plugin::FailureMode;
 
-use crate::assign::{BUCKETS, boundaries};
+use crate::assign::{BUCKETS, HashKey, boundaries};
 
 /// Most experiments one filter runs (each costs one header operation, one property and one
 /// metric update per request, which the core's fixed-capacity `Effects` bounds).
@@ -297,7 +297,7 @@ pub enum KeySource {
     /// A request header (joined values).
     Header(PropertyPath),
     /// A cookie by name.
-    Cookie(String),
+    Cookie(Box<crate::cookie::CookieFinder>),
     /// A query parameter by name.
     QueryParameter(String),
     /// A property.
@@ -352,6 +352,8 @@ pub struct Rule {
 pub struct Sticky {
     /// Cookie name.
     pub cookie: String,
+    /// Finds it in the `Cookie` header.
+    pub finder: crate::cookie::CookieFinder,
     /// Lifetime in seconds.
     pub max_age_secs: u64,
     /// The `; Max-Age=…; Path=…; …` suffix of `Set-Cookie`, built once.
@@ -359,6 +361,8 @@ pub struct Sticky {
     /// Keyed MACs: `[0]` signs; all verify. Each is HMAC-SHA-256 keyed with a per-experiment key
     /// derived from the configured key (see `cookie::derive_key`).
     pub macs: Vec<KeyedMac>,
+    /// MAC work remembered on this VM (see [`crate::cookie::Memo`]).
+    pub memo: crate::cookie::Memo,
 }
 
 impl std::fmt::Debug for Sticky {
@@ -390,6 +394,8 @@ pub struct Experiment {
     pub enabled: bool,
     /// Hash salt.
     pub salt: Vec<u8>,
+    /// The SipHash key derived from the salt.
+    pub hash_key: HashKey,
     /// Request header (lower-case).
     pub header: String,
     /// Property to set.
@@ -558,7 +564,8 @@ fn key_source(raw: RawKey) -> Result<KeySource, InvalidConfig> {
         ])));
     }
     if let Some(name) = raw.cookie {
-        sources.push(KeySource::Cookie(cookie_name(&name, "cookie")?));
+        let finder = crate::cookie::CookieFinder::new(&cookie_name(&name, "cookie")?);
+        sources.push(KeySource::Cookie(Box::new(finder)));
     }
     if let Some(name) = raw.query_parameter {
         if name.is_empty() {
@@ -640,10 +647,12 @@ fn sticky(
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| InvalidConfig::root("cannot key HMAC-SHA-256 with cookieKeys"))?;
     Ok(Sticky {
+        finder: crate::cookie::CookieFinder::new(&cookie),
         cookie,
         max_age_secs,
         attributes,
         macs,
+        memo: crate::cookie::Memo::default(),
     })
 }
 
@@ -777,6 +786,7 @@ fn experiment(
     Ok(Experiment {
         name: raw.name,
         enabled: raw.enabled.unwrap_or(true),
+        hash_key: HashKey::from_salt(&salt),
         salt,
         header,
         property,

@@ -83,7 +83,7 @@ pub struct Decision {
     /// Per experiment: what the sticky cookie was, when one was sent.
     pub cookies: [Option<CookieResult>; MAX_EXPERIMENTS],
     /// `Set-Cookie` values to send on the response.
-    pub set_cookies: Vec<String>,
+    pub set_cookies: Vec<std::rc::Rc<str>>,
 }
 
 fn property_holds(condition: &PropertyCondition, inputs: &impl Inputs) -> bool {
@@ -143,9 +143,9 @@ fn key<'i>(
         Some(KeySource::Header(path) | KeySource::Property(path)) => {
             inputs.property(path).map(Cow::Owned)
         }
-        Some(KeySource::Cookie(name)) => inputs
+        Some(KeySource::Cookie(finder)) => inputs
             .cookie_header()
-            .and_then(|h| cookie::find(h, name))
+            .and_then(|h| finder.find(h))
             .map(Cow::Borrowed),
         Some(KeySource::QueryParameter(name)) => inputs
             .path()
@@ -242,12 +242,16 @@ impl Decision {
                 continue;
             }
             if let (Some(sticky), Some(now)) = (&exp.sticky, now_secs)
-                && let Some(value) = inputs
-                    .cookie_header()
-                    .and_then(|h| cookie::find(h, &sticky.cookie))
+                && let Some(value) = inputs.cookie_header().and_then(|h| sticky.finder.find(h))
             {
-                let verified = cookie::verify(&sticky.macs, value, now, sticky.max_age_secs)
-                    .and_then(|name| exp.live_variant(name).ok_or(Rejection::UnknownVariant));
+                let verified = cookie::verify(
+                    &sticky.macs,
+                    value,
+                    now,
+                    sticky.max_age_secs,
+                    Some(&sticky.memo),
+                )
+                .and_then(|name| exp.live_variant(name).ok_or(Rejection::UnknownVariant));
                 match verified {
                     Ok(variant) => {
                         *cookie_slot = Some(CookieResult::Accepted);
@@ -263,7 +267,7 @@ impl Decision {
             let Some(key) = key(exp, ctx.request_id, inputs) else {
                 continue;
             };
-            let variant = variant_of(&exp.boundaries, bucket(&exp.salt, &key));
+            let variant = variant_of(&exp.boundaries, bucket(&exp.hash_key, &key));
             *assigned = Some(Assigned {
                 variant,
                 source: Source::Hash,
@@ -274,9 +278,13 @@ impl Decision {
                 exp.sticky.as_ref().and_then(|s| s.macs.first()),
                 exp.variants.get(variant),
             ) {
-                let value = cookie::sign(mac, &v.name, now);
-                self.set_cookies
-                    .push(format!("{}={value}{}", sticky.cookie, sticky.attributes));
+                self.set_cookies.push(sticky.memo.set_cookie(
+                    mac,
+                    variant,
+                    &v.name,
+                    now,
+                    (&sticky.cookie, &sticky.attributes),
+                ));
             }
         }
     }
