@@ -436,6 +436,8 @@ impl Experiment {
 pub struct Override {
     /// Secret header name.
     pub secret_header: String,
+    /// `request.headers.<secret header>`.
+    pub secret_header_path: PropertyPath,
     /// The secret.
     pub secret: Option<Vec<u8>>,
     /// Allowed client CIDRs.
@@ -872,6 +874,7 @@ impl TryFrom<RawConfig> for Config {
                     ));
                 }
                 Some(Override {
+                    secret_header_path: PropertyPath::new(&["request", "headers", &secret_header]),
                     secret_header,
                     secret,
                     cidrs,

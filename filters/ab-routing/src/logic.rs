@@ -170,13 +170,11 @@ fn override_allowed(config: &Config, inputs: &impl Inputs) -> bool {
     let Some(o) = &config.override_ else {
         return false;
     };
-    if let Some(secret) = &o.secret {
-        let path = PropertyPath::new(&["request", "headers", &o.secret_header]);
-        if let Some(sent) = inputs.property(&path)
-            && bool::from(sent.as_slice().ct_eq(secret.as_slice()))
-        {
-            return true;
-        }
+    if let Some(secret) = &o.secret
+        && let Some(sent) = inputs.property(&o.secret_header_path)
+        && bool::from(sent.as_slice().ct_eq(secret.as_slice()))
+    {
+        return true;
     }
     !o.cidrs.is_empty()
         && inputs

@@ -422,3 +422,29 @@ fn bad_configs_are_refused_naming_the_field() {
         }
     }
 }
+
+fn committed_schema() -> serde_json::Value {
+    let path = repo().join("filters/ab-routing/config.schema.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_committed_schema_is_current_and_accepts_the_bench_config() {
+    assert!(
+        committed_schema() == meshward_filter_ab_routing::config::schema(),
+        "filters/ab-routing/config.schema.json is stale: run `make schemas` and commit it"
+    );
+    let validator = jsonschema::validator_for(&committed_schema()).unwrap();
+    let bench =
+        std::fs::read_to_string(repo().join("tests/fixtures/ab-routing/bench.json")).unwrap();
+    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert!(validator.is_valid(&bench));
+    let typo: serde_json::Value = serde_json::from_str(
+        r#"{"experiments": [{"name": "e", "header": "x", "variants": [], "wieght": 1}]}"#,
+    )
+    .unwrap();
+    assert!(!validator.is_valid(&typo));
+    let ours: serde_json::Value = serde_json::from_str(&config(&[("v1", 1)], STICKY)).unwrap();
+    assert!(validator.is_valid(&ours));
+}
