@@ -60,6 +60,10 @@ const FILTERS: &[(&str, &[&str])] = &[
         "jwt-auth",
         &[include_str!("../../../fixtures/jwt-auth/bench.json")],
     ),
+    (
+        "ab-routing",
+        &[include_str!("../../../fixtures/ab-routing/bench.json")],
+    ),
 ];
 
 /// Header names the filters read, so random values hit their parsers.

@@ -9,6 +9,7 @@
 //! One integration-test binary (one link of wasmtime): each module drives built `.wasm` filters
 //! from `dist/` through `meshward-host`.
 
+mod ab_routing;
 mod abi_probe;
 mod callout;
 mod config_schema;
