@@ -363,6 +363,28 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
         !stats.contains("=.="),
         "a tag was left in a metric name:\n{stats}"
     );
+    // metric-tag: request counts by method, status class and route, and a duration histogram.
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("meshward_http_requests_total{")
+                && l.contains("method=\"GET\"")
+                && l.contains("status_class=\"2xx\"")
+                && l.contains("route=\"default\"")),
+        "no labelled meshward_http_requests_total in:\n{stats}"
+    );
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("meshward_http_requests_total{")
+                && l.contains("status_class=\"429\"")
+                && l.contains("route=\"default\"")),
+        "the rate limiter's 429s are counted: {stats}"
+    );
+    assert!(
+        stats.contains("meshward_http_request_duration_ms_bucket{"),
+        "no duration histogram in:\n{stats}"
+    );
 }
 
 /// A temporary directory removed when dropped.
