@@ -1,23 +1,26 @@
-//! Glue helpers every filter's `plugin.rs` uses: start-up ([`install`], wasm only), reading the
-//! plugin configuration, and turning a filter error into the configured failure action.
+//! The glue every filter shares: start-up and the proxy-wasm contexts ([`register`], wasm only),
+//! reading the plugin configuration, and turning a filter error into the configured failure
+//! action. A filter implements [`HttpFilter`] over its own types and its `plugin.rs` is one line:
 //!
 //! ```ignore
-//! proxy_wasm::main! {{
-//!     meshward_core::plugin::install("trace_id");
-//!     proxy_wasm::set_root_context(|_| Box::new(TraceIdRoot::default()));
-//! }}
+//! proxy_wasm::main! {{ meshward_core::plugin::register::<crate::filter::Filter>("trace-id"); }}
 //!
-//! // in RootContext::on_configure:
-//! let host = ProxyWasmHost::new();
-//! let Some(config) = read_plugin_config::<RawConfig, Config>(&host) else { return false };
-//!
-//! // in an HTTP callback, for an error the filter cannot handle itself:
-//! let action = on_error(&host, config.failure_mode, "meshward_trace_id_error", &err);
+//! impl HttpFilter for Filter {
+//!     type Stream = Stream;
+//!     fn configure(host: &(impl Host + ?Sized)) -> Option<Self> {
+//!         let config = read_plugin_config::<RawConfig, Config>(host)?; // logs path and reason
+//!         Some(Filter::new(host, config))
+//!     }
+//!     fn on_request_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
+//!         // … decide, apply; for an error the filter cannot handle itself:
+//!         on_error(host, self.config.failure_mode, "meshward_trace_id_error", &err)
+//!     }
+//! }
 //! ```
 //!
-//! Everything except [`install`] and its helpers is host-agnostic and unit-tested against
-//! [`crate::host::mock::MockHost`]. Do not call `proxy_wasm::set_log_level`: it installs the
-//! SDK's own logger, and `log` accepts only one.
+//! Everything except [`install`], [`register`] and their contexts is host-agnostic and
+//! unit-tested against [`crate::host::mock::MockHost`]. Do not call `proxy_wasm::set_log_level`:
+//! it installs the SDK's own logger, and `log` accepts only one.
 
 use crate::config::{ConfigError, parse_config};
 use crate::effects::Action;
@@ -114,6 +117,143 @@ where
 /// current level; call in `on_configure` (the proxy's level is not readable during start-up).
 pub fn sync_log_level(host: &(impl Host + ?Sized), configured: Option<LogLevel>) {
     crate::log::set_max_level(configured, host.log_level());
+}
+
+/// What a meshward HTTP filter gives the shared proxy-wasm glue ([`register`]): how to configure
+/// one per VM, its per-stream state, and a handler per callback it uses. Handlers default to
+/// doing nothing; each takes the stream's state and the host, and returns what the callback
+/// should return.
+pub trait HttpFilter: Sized + 'static {
+    /// Per-stream state (decided in the request phase, read in later phases).
+    type Stream: Default + 'static;
+
+    /// Reads and validates the plugin configuration (in `on_configure`); `None` (after logging
+    /// why) refuses the configuration.
+    fn configure(host: &(impl Host + ?Sized)) -> Option<Self>;
+
+    /// `on_http_request_headers`.
+    fn on_request_headers(
+        &self,
+        _stream: &mut Self::Stream,
+        _host: &(impl Host + ?Sized),
+    ) -> Action {
+        Action::Continue
+    }
+
+    /// `on_http_response_headers` (also for local replies of later filters).
+    fn on_response_headers(
+        &self,
+        _stream: &mut Self::Stream,
+        _host: &(impl Host + ?Sized),
+    ) -> Action {
+        Action::Continue
+    }
+
+    /// `on_log`, once the stream is complete.
+    fn on_log(&self, _stream: &mut Self::Stream, _host: &(impl Host + ?Sized)) {}
+}
+
+/// The plugin configuration's bytes (only readable in `on_configure`); empty when absent. Logs
+/// `"<filter>: cannot read plugin config: …"` and returns `None` when the host fails.
+pub fn plugin_configuration(host: &(impl Host + ?Sized)) -> Option<Vec<u8>> {
+    match host.buffer(BufferKind::PluginConfiguration, 0, usize::MAX) {
+        Ok(bytes) => Some(bytes.unwrap_or_default()),
+        Err(error) => {
+            let filter = crate::log::filter_name();
+            host.log(
+                LogLevel::Error,
+                &format!("{filter}: cannot read plugin config: {error}"),
+            );
+            None
+        }
+    }
+}
+
+/// Starts a filter VM with `F` as its filter: [`install`] (log prefix, `log` bridge, panic hook)
+/// and the SDK root context that configures `F` once per VM and hands every HTTP stream to it.
+/// The whole of a filter's `plugin.rs` is `proxy_wasm::main! {{ register::<Filter>("name"); }}`.
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+pub fn register<F: HttpFilter>(filter_name: &'static str) {
+    install(filter_name);
+    ::proxy_wasm::set_root_context(|_| -> Box<dyn ::proxy_wasm::traits::RootContext> {
+        Box::new(glue::Root::<F> { filter: None })
+    });
+}
+
+/// The SDK contexts behind [`register`].
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+mod glue {
+    use std::rc::Rc;
+
+    use ::proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use ::proxy_wasm::types::{Action as SdkAction, ContextType};
+
+    use super::{Action, HttpFilter, sync_log_level};
+    use crate::host::proxy_wasm::ProxyWasmHost;
+
+    const fn sdk(action: Action) -> SdkAction {
+        match action {
+            Action::Continue => SdkAction::Continue,
+            Action::Pause => SdkAction::Pause,
+        }
+    }
+
+    pub(super) struct Root<F> {
+        pub(super) filter: Option<Rc<F>>,
+    }
+
+    impl<F> Context for Root<F> {}
+
+    impl<F: HttpFilter> RootContext for Root<F> {
+        fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+            let host = ProxyWasmHost::new();
+            sync_log_level(&host, None);
+            self.filter = F::configure(&host).map(Rc::new);
+            self.filter.is_some()
+        }
+
+        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            // Must be Some: the SDK panics on None. Without a configuration the VM did not start,
+            // so `filter` is always set here; a stream without one passes untouched.
+            Some(Box::new(Stream::<F> {
+                filter: self.filter.clone(),
+                state: F::Stream::default(),
+            }))
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    struct Stream<F: HttpFilter> {
+        filter: Option<Rc<F>>,
+        state: F::Stream,
+    }
+
+    impl<F: HttpFilter> Context for Stream<F> {}
+
+    impl<F: HttpFilter> HttpContext for Stream<F> {
+        fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> SdkAction {
+            match &self.filter {
+                Some(filter) => sdk(filter.on_request_headers(&mut self.state, &ProxyWasmHost)),
+                None => SdkAction::Continue,
+            }
+        }
+
+        fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> SdkAction {
+            match &self.filter {
+                Some(filter) => sdk(filter.on_response_headers(&mut self.state, &ProxyWasmHost)),
+                None => SdkAction::Continue,
+            }
+        }
+
+        fn on_log(&mut self) {
+            if let Some(filter) = &self.filter {
+                filter.on_log(&mut self.state, &ProxyWasmHost);
+            }
+        }
+    }
 }
 
 /// `"<filter>: panic: <message> at <file>:<line>"`, the line the panic hook logs.

@@ -20,6 +20,7 @@
 
 use std::cell::RefCell;
 
+use meshward_core::effects::Action;
 use meshward_core::host::{Host, HostError, MetricKind, PropertyPath};
 use meshward_core::metrics::tagged_name;
 use meshward_core::plugin::read_plugin_config;
@@ -529,6 +530,30 @@ impl Stream {
                 MetricType::Histogram => host.record_metric(id, value),
             };
         }
+    }
+}
+
+/// The proxy-wasm glue is the core's ([`meshward_core::plugin::register`]); this says which
+/// callbacks the filter handles.
+impl meshward_core::plugin::HttpFilter for Filter {
+    type Stream = Stream;
+
+    fn configure(host: &(impl Host + ?Sized)) -> Option<Self> {
+        Filter::configure(host)
+    }
+
+    fn on_request_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
+        stream.on_request_headers(self, host);
+        Action::Continue
+    }
+
+    fn on_response_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
+        stream.on_response_headers(self, host);
+        Action::Continue
+    }
+
+    fn on_log(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) {
+        stream.on_log(self, host);
     }
 }
 

@@ -590,6 +590,25 @@ impl Stream {
     }
 }
 
+/// The proxy-wasm glue is the core's ([`meshward_core::plugin::register`]); this says which
+/// callbacks the filter handles.
+impl meshward_core::plugin::HttpFilter for Filter {
+    type Stream = Stream;
+
+    fn configure(host: &(impl Host + ?Sized)) -> Option<Self> {
+        let bytes = meshward_core::plugin::plugin_configuration(host)?;
+        Filter::configure(host, &bytes)
+    }
+
+    fn on_request_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
+        stream.on_request_headers(self, host)
+    }
+
+    fn on_response_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
+        stream.on_response_headers(self, host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]

@@ -210,6 +210,24 @@ impl Stream {
     }
 }
 
+/// The proxy-wasm glue is the core's ([`meshward_core::plugin::register`]); this says which
+/// callbacks the filter handles.
+impl meshward_core::plugin::HttpFilter for Filter {
+    type Stream = Stream;
+
+    fn configure(host: &(impl Host + ?Sized)) -> Option<Self> {
+        Filter::configure(host)
+    }
+
+    fn on_request_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
+        stream.on_request_headers(self, host)
+    }
+
+    fn on_response_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
+        stream.on_response_headers(self, host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
