@@ -121,12 +121,36 @@ pub fn curl_examples(
         );
     }
 
-    if let Some(prefix) = config
-        .wasm_filters
-        .iter()
-        .find(|f| f.module_path.file_stem().is_some_and(|s| s == "rate-limit"))
-        .and_then(|f| rate_limited_prefix(&f.configuration))
-    {
+    let rule_prefix = |module: &str| {
+        config
+            .wasm_filters
+            .iter()
+            .find(|f| f.module_path.file_stem().is_some_and(|s| s == module))
+            .and_then(|f| first_rule_prefix(&f.configuration))
+    };
+    if let Some(prefix) = rule_prefix("jwt-auth") {
+        let tokens = "tests/fixtures/jwt-auth";
+        example(
+            &mut out,
+            "jwt-auth: a valid token: 200, the upstream sees the subject as x-jwt-sub (and no token)",
+            format!(
+                "curl -si -H \"authorization: Bearer $(cat {tokens}/bench-es256.token)\" {base}{prefix}demo"
+            ),
+        );
+        example(
+            &mut out,
+            "jwt-auth: an expired token: 401 with WWW-Authenticate: Bearer … error=\"invalid_token\"",
+            format!(
+                "curl -si -H \"authorization: Bearer $(cat {tokens}/demo-expired-es256.token)\" {base}{prefix}demo"
+            ),
+        );
+        example(
+            &mut out,
+            "jwt-auth: no token: 401 with WWW-Authenticate: Bearer realm=… (no error attribute)",
+            format!("curl -si {base}{prefix}demo"),
+        );
+    }
+    if let Some(prefix) = rule_prefix("rate-limit") {
         example(
             &mut out,
             "rate-limit: a token bucket per client; once it is empty, 429 with retry-after (headers: x-ratelimit-* and RateLimit-*)",
@@ -207,8 +231,9 @@ pub fn curl_examples(
     out
 }
 
-/// The `match.prefix` of the first rate-limit rule, for the demo (a rule without one limits `/`).
-fn rate_limited_prefix(configuration: &str) -> Option<String> {
+/// The `match.prefix` of a filter's first rule (rate-limit, jwt-auth), for the demo (a rule
+/// without one applies to `/`).
+fn first_rule_prefix(configuration: &str) -> Option<String> {
     let config: serde_json::Value = serde_json::from_str(configuration).ok()?;
     let rule = config.get("rules")?.get(0)?;
     Some(
@@ -254,6 +279,9 @@ mod tests {
             "curl -si http://127.0.0.1:10000/hello",
             "/split/demo",
             "http://127.0.0.1:10000/limited/demo | grep -iE",
+            "bench-es256.token)\" http://127.0.0.1:10000/secure/demo",
+            "demo-expired-es256.token)\" http://127.0.0.1:10000/secure/demo",
+            "curl -si http://127.0.0.1:10000/secure/demo",
             "http://127.0.0.1:9901/stats/prometheus",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

@@ -33,7 +33,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn trace_id_wasm() -> PathBuf {
-    for module in ["trace-id", "rate-limit"] {
+    for module in ["trace-id", "metric-tag", "jwt-auth", "rate-limit"] {
         let path = repo_root().join(format!("dist/{module}.wasm"));
         assert!(
             path.exists(),
@@ -307,6 +307,50 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
         hello.headers
     );
     proxy.wait_for("access: GET /hello 200 upstream=- ", REQUEST_TIMEOUT);
+
+    // jwt-auth on /secure/: a valid token passes with its subject upstream, an expired one and
+    // none get 401 with RFC 6750 challenges.
+    let token = |name: &str| {
+        std::fs::read_to_string(repo_root().join("tests/fixtures/jwt-auth").join(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let bearer = format!("Bearer {}", token("bench-es256.token"));
+    let passed = get(&listener, "/secure/x", &[("authorization", &bearer)]);
+    assert_eq!(
+        passed.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&passed.body)
+    );
+    let echoed = json(&passed);
+    assert_eq!(echoed["headers"]["x-jwt-sub"], "bench-user");
+    assert!(
+        echoed["headers"]["authorization"].is_null(),
+        "the token is not forwarded"
+    );
+    let expired = format!("Bearer {}", token("demo-expired-es256.token"));
+    let refused = get(&listener, "/secure/x", &[("authorization", &expired)]);
+    assert_eq!(refused.status(), 401);
+    assert!(
+        refused
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer") && v.contains("error=\"invalid_token\"")),
+        "{:?}",
+        refused.headers
+    );
+    let missing = get(&listener, "/secure/x", &[]);
+    assert_eq!(missing.status(), 401);
+    assert!(
+        missing
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer") && !v.contains("error=")),
+        "{:?}",
+        missing.headers
+    );
+    // Other paths need no token.
+    assert_eq!(get(&listener, "/anything", &[]).status(), 200);
 
     // rate-limit: 5 tokens per client on /limited/, then 429 with the headers of both dialects.
     let first = get(&listener, "/limited/x", &[]);
