@@ -150,6 +150,43 @@ pub fn curl_examples(
             format!("curl -si {base}{prefix}demo"),
         );
     }
+    let ab_routing = config
+        .wasm_filters
+        .iter()
+        .find(|f| f.module_path.file_stem().is_some_and(|s| s == "ab-routing"))
+        .and_then(|f| serde_json::from_str::<serde_json::Value>(&f.configuration).ok());
+    // Headers an ab-routing experiment owns: the filter sets them (and strips a client's), so a
+    // route on them is shown through the filter's examples, not with a client-sent header.
+    let experiment = ab_routing
+        .as_ref()
+        .and_then(|c| c.get("experiments")?.get(0).cloned());
+    let owned_header = experiment
+        .as_ref()
+        .and_then(|e| e.get("header")?.as_str().map(str::to_owned));
+    if let (Some(experiment), Some(header)) = (&experiment, &owned_header) {
+        let prefix = experiment
+            .get("match")
+            .and_then(|m| m.get("prefix"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("/");
+        example(
+            &mut out,
+            &format!(
+                "ab-routing: each user (x-user-id) gets a sticky variant in {header}; b is served by echo-v2"
+            ),
+            format!(
+                "for u in alice bob carol dave; do curl -s -H \"x-user-id: $u\" {base}{prefix}demo | grep -o '\"upstream\":\"[^\"]*\"'; done"
+            ),
+        );
+        example(
+            &mut out,
+            "ab-routing: a client cannot pick its variant; QA can, with the override secret",
+            format!(
+                "curl -s -H '{header}: b' -H 'x-meshward-ab-secret: demo-only-qa-secret' {base}{prefix}demo | grep -o '\"upstream\":\"[^\"]*\"'"
+            ),
+        );
+    }
+
     if let Some(prefix) = rule_prefix("rate-limit") {
         example(
             &mut out,
@@ -187,6 +224,12 @@ pub fn curl_examples(
             })
             .collect();
         let headers = header_flags.concat();
+        if owned_header
+            .as_ref()
+            .is_some_and(|owned| m.headers.iter().any(|h| &h.name == owned))
+        {
+            continue;
+        }
         match &route.action {
             RouteActionConfig::Direct { status, .. } => example(
                 &mut out,
@@ -282,6 +325,8 @@ mod tests {
             "bench-es256.token)\" http://127.0.0.1:10000/secure/demo",
             "demo-expired-es256.token)\" http://127.0.0.1:10000/secure/demo",
             "curl -si http://127.0.0.1:10000/secure/demo",
+            "-H \"x-user-id: $u\" http://127.0.0.1:10000/ab/demo",
+            "x-meshward-ab-secret: demo-only-qa-secret",
             "http://127.0.0.1:9901/stats/prometheus",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

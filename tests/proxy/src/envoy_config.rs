@@ -887,8 +887,8 @@ mod tests {
                 "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                 "\"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
                 // The router is the last filter: index = number of wasm filters (trace-id,
-                // metric-tag, jwt-auth, rate-limit).
-                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[4].typed_config.@type",
+                // metric-tag, jwt-auth, ab-routing, rate-limit).
+                "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[5].typed_config.@type",
                 "unsupported HTTP filter",
             ),
             (

@@ -33,7 +33,13 @@ fn repo_root() -> PathBuf {
 }
 
 fn trace_id_wasm() -> PathBuf {
-    for module in ["trace-id", "metric-tag", "jwt-auth", "rate-limit"] {
+    for module in [
+        "trace-id",
+        "metric-tag",
+        "jwt-auth",
+        "ab-routing",
+        "rate-limit",
+    ] {
         let path = repo_root().join(format!("dist/{module}.wasm"));
         assert!(
             path.exists(),
@@ -351,6 +357,59 @@ fn shipped_chain_serves_ids_routes_direct_responses_and_metrics() {
     );
     // Other paths need no token.
     assert_eq!(get(&listener, "/anything", &[]).status(), 200);
+
+    // ab-routing on /ab/: a sticky variant per user, b routed to echo-v2 (the filter clears the
+    // route cache); a client-sent variant header is ignored unless it carries the QA secret.
+    let mut seen = std::collections::BTreeMap::new();
+    for n in 0..20 {
+        let user = format!("user-{n}");
+        let answer = get(&listener, "/ab/x", &[("x-user-id", &user)]);
+        let variant = answer
+            .header("x-meshward-ab")
+            .expect("variant echoed")
+            .to_owned();
+        let upstream = json(&answer)["upstream"].as_str().unwrap().to_owned();
+        assert_eq!(
+            upstream == "v2",
+            variant == "b",
+            "{user}: {variant} via {upstream}"
+        );
+        let again = get(&listener, "/ab/x", &[("x-user-id", &user)]);
+        assert_eq!(
+            again.header("x-meshward-ab"),
+            Some(variant.as_str()),
+            "{user} is sticky"
+        );
+        seen.insert(user, variant);
+    }
+    assert!(
+        seen.values().any(|v| v == "a") && seen.values().any(|v| v == "b"),
+        "{seen:?}"
+    );
+    let (user_a, _) = seen.iter().find(|(_, v)| *v == "a").unwrap();
+    let spoofed = json(&get(
+        &listener,
+        "/ab/x",
+        &[("x-user-id", user_a), ("x-meshward-ab", "b")],
+    ));
+    assert_eq!(
+        spoofed["upstream"], "v1",
+        "a client-sent variant is not honoured"
+    );
+    let overridden = json(&get(
+        &listener,
+        "/ab/x",
+        &[
+            ("x-user-id", user_a),
+            ("x-meshward-ab", "b"),
+            ("x-meshward-ab-secret", "demo-only-qa-secret"),
+        ],
+    ));
+    assert_eq!(overridden["upstream"], "v2", "QA override with the secret");
+    assert!(
+        overridden["headers"]["x-meshward-ab-secret"].is_null(),
+        "the secret is stripped"
+    );
 
     // rate-limit: 5 tokens per client on /limited/, then 429 with the headers of both dialects.
     let first = get(&listener, "/limited/x", &[]);

@@ -246,7 +246,13 @@ fn every_istio_manifest_validates_against_its_crd() {
     kinds.dedup();
     assert_eq!(
         kinds,
-        ["Telemetry", "TrafficExtension", "WasmPlugin"],
+        [
+            "DestinationRule",
+            "Telemetry",
+            "TrafficExtension",
+            "VirtualService",
+            "WasmPlugin"
+        ],
         "kinds shipped in istio/"
     );
     for (file, manifest) in &manifests {
