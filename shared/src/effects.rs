@@ -222,6 +222,17 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// A host failure while reading what the decision needs (headers, properties, randomness),
+    /// before any effect was applied: `map_err(ApplyError::reading)`.
+    pub const fn reading(error: HostError) -> Self {
+        Self::Host {
+            what: "read",
+            error,
+        }
+    }
+}
+
 fn host_step<T>(what: &'static str, result: Result<T, HostError>) -> Result<T, ApplyError> {
     result.map_err(|error| ApplyError::Host { what, error })
 }

@@ -146,13 +146,6 @@ impl<H: Host + ?Sized> Inputs for HostInputs<'_, H> {
     }
 }
 
-fn reading(error: HostError) -> ApplyError {
-    ApplyError::Host {
-        what: "read",
-        error,
-    }
-}
-
 /// One stream: what the request phase decided, for the response phase.
 #[derive(Debug, Default)]
 pub struct Stream {
@@ -172,7 +165,7 @@ impl Stream {
         host: &(impl Host + ?Sized),
     ) -> Result<Action, ApplyError> {
         let now = if filter.needs_clock {
-            Some(host.now().map_err(reading)?)
+            Some(host.now().map_err(ApplyError::reading)?)
         } else {
             None
         };
@@ -180,7 +173,7 @@ impl Stream {
         let ctx = filter.context();
         self.decision.decide(&ctx, &inputs, now);
         if let Some(error) = inputs.error.into_inner() {
-            return Err(reading(error));
+            return Err(ApplyError::reading(error));
         }
         self.decided = true;
         let mut effects = Effects::new();

@@ -302,13 +302,6 @@ fn cookie<'c>(header: &'c [u8], name: &str) -> Result<Option<&'c [u8]>, Failure>
     Ok(found)
 }
 
-fn reading(error: HostError) -> ApplyError {
-    ApplyError::Host {
-        what: "read",
-        error,
-    }
-}
-
 impl Stream {
     /// Whether the request was allowed (tests, logs).
     pub fn allowed(&self) -> bool {
@@ -618,9 +611,10 @@ impl Stream {
         filter: &Filter,
         host: &(impl Host + ?Sized),
     ) -> Result<Action, ApplyError> {
-        let requirement_applied = self.decide(filter, host).map_err(reading)?;
+        let requirement_applied = self.decide(filter, host).map_err(ApplyError::reading)?;
         if let Outcome::Denied { failure, .. } = self.outcome {
-            self.prepare_reply(host, failure).map_err(reading)?;
+            self.prepare_reply(host, failure)
+                .map_err(ApplyError::reading)?;
         } else if requirement_applied {
             self.compute_outputs(filter);
         }

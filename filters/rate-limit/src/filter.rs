@@ -189,13 +189,6 @@ impl<H: Host + ?Sized> MatchInput for LazyRequest<'_, H> {
     }
 }
 
-fn reading(error: HostError) -> ApplyError {
-    ApplyError::Host {
-        what: "read",
-        error,
-    }
-}
-
 /// The key of `rule` for this request; `None` when the request has no value for it (the rule
 /// then does not apply).
 fn rule_key(
@@ -449,7 +442,7 @@ impl Stream {
                 continue;
             }
             key.clear();
-            if rule_key(rule, prepared, host, &request, &mut key).map_err(reading)? {
+            if rule_key(rule, prepared, host, &request, &mut key).map_err(ApplyError::reading)? {
                 chosen = Some((i, rule, prepared));
                 break;
             }
@@ -457,8 +450,8 @@ impl Stream {
         let Some((index, rule, prepared)) = chosen else {
             return Ok(Action::Continue);
         };
-        let cost = cost(rule, prepared, host).map_err(reading)?;
-        let now = host.now().map_err(reading)?;
+        let cost = cost(rule, prepared, host).map_err(ApplyError::reading)?;
+        let now = host.now().map_err(ApplyError::reading)?;
         let spec = TableSpec {
             bucket: rule.bucket,
             capacity: usize::try_from(rule.entries_per_slot).unwrap_or(1),
@@ -475,7 +468,8 @@ impl Stream {
             let mut name = String::with_capacity(prepared.key_prefix.len() + 10);
             name.push_str(&prepared.key_prefix);
             name.extend(digits(u64::from(slot)).iter().map(|b| char::from(*b)));
-            charge_shared(host, filter, &name, &spec, &key, cost, now).map_err(reading)?
+            charge_shared(host, filter, &name, &spec, &key, cost, now)
+                .map_err(ApplyError::reading)?
         };
         // Declared before `effects`, which borrows them.
         let values: HeaderValues;
@@ -538,7 +532,7 @@ impl Stream {
         }
         let grpc = host
             .header(MapKind::RequestHeaders, "content-type")
-            .map_err(reading)?
+            .map_err(ApplyError::reading)?
             .is_some_and(|ct| ct.starts_with(b"application/grpc"));
         effects.reply(LocalReply {
             status: response.status,

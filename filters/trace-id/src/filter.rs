@@ -132,13 +132,6 @@ impl Read {
     }
 }
 
-fn reading(error: HostError) -> ApplyError {
-    ApplyError::Host {
-        what: "read",
-        error,
-    }
-}
-
 /// One stream: what the request phase decided, for the response phase (Envoy's request headers
 /// are gone by then).
 #[derive(Debug, Default)]
@@ -158,9 +151,9 @@ impl Stream {
         filter: &Filter,
         host: &(impl Host + ?Sized),
     ) -> Result<Action, ApplyError> {
-        let read = read(filter, host).map_err(reading)?;
+        let read = read(filter, host).map_err(ApplyError::reading)?;
         let mut random = [0u8; RANDOM_BYTES];
-        host.fill_random(&mut random).map_err(reading)?;
+        host.fill_random(&mut random).map_err(ApplyError::reading)?;
         self.decision
             .decide(&filter.config, &read.incoming(), &random);
         self.decided = true;
