@@ -25,9 +25,8 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::fmt::Write as _;
 
-use arrayvec::ArrayVec;
+use arrayvec::{ArrayString, ArrayVec};
 use meshward_core::effects::{self, Action, ApplyError, Effects};
 use meshward_core::host::{Host, HostError, LocalReply, LogLevel, MapKind, PropertyPath};
 use meshward_core::plugin::on_error;
@@ -148,8 +147,7 @@ fn prepare(hash: u64, index: usize, rule: &Rule) -> Prepared {
     let refill_ns = u64::from(b.max_tokens.div_ceil(b.tokens_per_fill.max(1)))
         .saturating_mul(b.fill_interval_ns);
     let window_s = refill_ns.div_ceil(1_000_000_000).max(1);
-    let mut policy = String::new();
-    let _ = write!(policy, "\"{}\";q={};w={window_s}", rule.name, b.max_tokens);
+    let policy = format!("\"{}\";q={};w={window_s}", rule.name, b.max_tokens);
     Prepared {
         key_prefix: format!("mwrl.{hash:016x}.{index}."),
         key_header,
@@ -349,74 +347,46 @@ pub struct Stream {
     decision: Option<Decision>,
 }
 
-type Digits = ArrayVec<u8, 20>;
-
-fn digits(n: u64) -> Digits {
-    let mut out = Digits::new();
-    let mut buf = [0u8; 20];
-    let mut n = n;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(slot) = buf.get_mut(i) {
-            // n % 10 < 10.
-            *slot = b'0' + u8::try_from(n % 10).unwrap_or(0);
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    let _ = out.try_extend_from_slice(buf.get(i..).unwrap_or_default());
-    out
-}
-
 fn ceil_secs(ns: u64) -> u64 {
     ns.div_ceil(1_000_000_000)
 }
 
-/// The rate-limit header values of one decision, built on the caller's stack.
-struct HeaderValues {
-    remaining: Digits,
-    reset: Digits,
-    ratelimit: ArrayVec<u8, 160>,
+/// Longest shared-data key name: `mwrl.` + 16 hex digits + `.` + rule index + `.` + slot.
+type SlotName = ArrayString<64>;
+
+/// The shared-data key of `slot` of a rule, on the stack (no allocation per request).
+fn slot_name(prepared: &Prepared, slot: u32) -> SlotName {
+    let mut name = SlotName::new();
+    // The prefix is at most 5 + 16 + 1 + 20 + 1 bytes and the slot at most 10 digits.
+    let _ = name.try_push_str(&prepared.key_prefix);
+    let _ = name.try_push_str(itoa::Buffer::new().format(slot));
+    name
 }
 
-impl HeaderValues {
-    fn new(p: &Prepared, d: &Decision, dialect: HeaderDialect) -> Self {
-        let remaining = digits(u64::from(d.remaining));
-        let reset = digits(d.reset_s);
-        let mut ratelimit = ArrayVec::new();
-        // Only the IETF dialect has a composed value.
-        if matches!(dialect, HeaderDialect::Ietf | HeaderDialect::Both) {
-            let _ = ratelimit.try_extend_from_slice(&p.quoted_name);
-            let _ = ratelimit.try_extend_from_slice(b";r=");
-            let _ = ratelimit.try_extend_from_slice(&remaining);
-            let _ = ratelimit.try_extend_from_slice(b";t=");
-            let _ = ratelimit.try_extend_from_slice(&reset);
-        }
-        Self {
-            remaining,
-            reset,
-            ratelimit,
-        }
+/// The rate-limit headers of one decision in the configured dialect(s), borrowing the two
+/// numbers formatted by the caller; `composed` holds the IETF `RateLimit` value.
+fn rate_limit_headers<'a, const N: usize>(
+    p: &'a Prepared,
+    dialect: HeaderDialect,
+    remaining: &'a [u8],
+    reset: &'a [u8],
+    composed: &'a mut ArrayVec<u8, 160>,
+    out: &mut ArrayVec<(&'a str, &'a [u8]), N>,
+) {
+    if matches!(dialect, HeaderDialect::Envoy | HeaderDialect::Both) {
+        let _ = out.try_push(("x-ratelimit-limit", &p.limit[..]));
+        let _ = out.try_push(("x-ratelimit-remaining", remaining));
+        let _ = out.try_push(("x-ratelimit-reset", reset));
     }
-
-    fn pairs<'a, const N: usize>(
-        &'a self,
-        p: &'a Prepared,
-        dialect: HeaderDialect,
-        out: &mut ArrayVec<(&'a str, &'a [u8]), N>,
-    ) {
-        if matches!(dialect, HeaderDialect::Envoy | HeaderDialect::Both) {
-            let _ = out.try_push(("x-ratelimit-limit", &p.limit[..]));
-            let _ = out.try_push(("x-ratelimit-remaining", &self.remaining[..]));
-            let _ = out.try_push(("x-ratelimit-reset", &self.reset[..]));
-        }
-        if matches!(dialect, HeaderDialect::Ietf | HeaderDialect::Both) {
-            let _ = out.try_push(("ratelimit-policy", &p.policy[..]));
-            let _ = out.try_push(("ratelimit", &self.ratelimit[..]));
-        }
+    if matches!(dialect, HeaderDialect::Ietf | HeaderDialect::Both) {
+        let _ = composed.try_extend_from_slice(&p.quoted_name);
+        let _ = composed.try_extend_from_slice(b";r=");
+        let _ = composed.try_extend_from_slice(remaining);
+        let _ = composed.try_extend_from_slice(b";t=");
+        let _ = composed.try_extend_from_slice(reset);
+        let composed: &'a [u8] = composed;
+        let _ = out.try_push(("ratelimit-policy", &p.policy[..]));
+        let _ = out.try_push(("ratelimit", composed));
     }
 }
 
@@ -464,16 +434,15 @@ impl Stream {
                 ..Charge::default()
             })
         } else {
-            let slot = key::slot(&key, prepared.seed, rule.slots);
-            let mut name = String::with_capacity(prepared.key_prefix.len() + 10);
-            name.push_str(&prepared.key_prefix);
-            name.extend(digits(u64::from(slot)).iter().map(|b| char::from(*b)));
+            let name = slot_name(prepared, key::slot(&key, prepared.seed, rule.slots));
             charge_shared(host, filter, &name, &spec, &key, cost, now)
                 .map_err(ApplyError::reading)?
         };
         // Declared before `effects`, which borrows them.
-        let values: HeaderValues;
-        let retry_after: Digits;
+        let mut remaining = itoa::Buffer::new();
+        let mut reset = itoa::Buffer::new();
+        let mut retry_after = itoa::Buffer::new();
+        let mut composed = ArrayVec::new();
         let mut headers: ArrayVec<(&str, &[u8]), 16> = ArrayVec::new();
         let mut effects = Effects::new();
         let metrics = &filter.metrics;
@@ -519,16 +488,24 @@ impl Stream {
             return Ok(effects::apply(host, MapKind::RequestHeaders, &effects)?.action);
         }
         let response = &filter.config.response;
-        values = HeaderValues::new(prepared, &decision, response.dialect);
-        retry_after = digits(ceil_secs(
-            charge.retry_after_ns.unwrap_or(charge.reset_ns).max(1),
-        ));
+        let retry_after = retry_after
+            .format(ceil_secs(
+                charge.retry_after_ns.unwrap_or(charge.reset_ns).max(1),
+            ))
+            .as_bytes();
         for (name, value) in &response.headers {
             let _ = headers.try_push((name.as_str(), value.as_slice()));
         }
-        values.pairs(prepared, response.dialect, &mut headers);
+        rate_limit_headers(
+            prepared,
+            response.dialect,
+            remaining.format(decision.remaining).as_bytes(),
+            reset.format(decision.reset_s).as_bytes(),
+            &mut composed,
+            &mut headers,
+        );
         if response.retry_after {
-            let _ = headers.try_push(("retry-after", &retry_after[..]));
+            let _ = headers.try_push(("retry-after", retry_after));
         }
         let grpc = host
             .header(MapKind::RequestHeaders, "content-type")
@@ -569,9 +546,18 @@ impl Stream {
         let Some(prepared) = filter.prepared.get(decision.rule) else {
             return Action::Continue;
         };
-        let values = HeaderValues::new(prepared, decision, dialect);
+        let mut remaining = itoa::Buffer::new();
+        let mut reset = itoa::Buffer::new();
+        let mut composed = ArrayVec::new();
         let mut pairs: ArrayVec<(&str, &[u8]), 5> = ArrayVec::new();
-        values.pairs(prepared, dialect, &mut pairs);
+        rate_limit_headers(
+            prepared,
+            dialect,
+            remaining.format(decision.remaining).as_bytes(),
+            reset.format(decision.reset_s).as_bytes(),
+            &mut composed,
+            &mut pairs,
+        );
         let mut effects = Effects::new();
         for (name, value) in pairs {
             effects.set_header(name, value);

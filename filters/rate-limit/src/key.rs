@@ -43,13 +43,30 @@ pub fn client_ip(
     let hops = usize::try_from(config.trusted_hops).unwrap_or(usize::MAX);
     if hops > 0
         && let Some(xff) = xff
-        && let Some(entry) = xff.rsplit(|b| *b == b',').nth(hops - 1)
+        && let Some(entry) = nth_from_right(xff, hops)
         && let Some(ip) = parse_peer_address(entry.trim_ascii())
     {
         return Some(ip);
     }
     // The peer address is read only when needed (one hostcall less per request).
     peer().as_deref().and_then(parse_peer_address)
+}
+
+/// The `n`-th (1-based) comma-separated entry of `list` counted from the right, as
+/// `list.rsplit(',').nth(n - 1)`, by one backwards scan over the last `n` entries only.
+fn nth_from_right(list: &[u8], n: usize) -> Option<&[u8]> {
+    let mut end = list.len();
+    let mut left = n;
+    loop {
+        let head = list.get(..end)?;
+        let start = head.iter().rposition(|b| *b == b',').map_or(0, |at| at + 1);
+        left = left.checked_sub(1)?;
+        if left == 0 {
+            return head.get(start..);
+        }
+        // No comma left: fewer than `n` entries.
+        end = start.checked_sub(1)?;
+    }
 }
 
 fn masked<const N: usize>(octets: [u8; N], prefix: u8) -> [u8; N] {
@@ -239,6 +256,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The backwards scan picks what `rsplit(',').nth(n - 1)` picks.
+        #[test]
+        fn nth_from_right_is_rsplit_nth(list in "[a,]{0,12}", n in 1usize..6) {
+            proptest::prop_assert_eq!(
+                nth_from_right(list.as_bytes(), n),
+                list.as_bytes().rsplit(|b| *b == b',').nth(n - 1)
+            );
+        }
+
         /// Any `X-Forwarded-For` bytes: a defined key, never a panic.
         #[test]
         fn any_forwarded_for(xff in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), hops in 0u32..17) {
