@@ -139,6 +139,10 @@ pub struct RawKey {
     /// `header`/`queryParameter`: the values with their own bucket; every other value shares
     /// one. Absent: every value has its own bucket (up to `maxKeys`).
     pub allow_list: Option<Vec<String>>,
+    /// `property`: the property path another filter published, e.g. `["meshward_jwt_subject"]`
+    /// (filter state `wasm.meshward_jwt_subject`, set by jwt-auth after it verified a token);
+    /// 1 to 8 segments (required).
+    pub path: Option<Vec<String>>,
     /// `clientAddress`: proxies in front of this one that append to `X-Forwarded-For`; the client
     /// is the `trustedHops`-th entry from the right (default 0: the peer, `source.address`).
     pub trusted_hops: Option<u32>,
@@ -163,6 +167,9 @@ pub enum KeyType {
     Route,
     /// One bucket.
     Fixed,
+    /// A property (filter state) another filter published, such as the verified subject
+    /// jwt-auth publishes; a request without it falls through to the next rule.
+    Property,
 }
 
 /// Tokens per request: `{"number": 2}`, or `{"header": "x-cost", "max": 10}` (a decimal header
@@ -322,6 +329,13 @@ pub enum KeySource {
         /// Values with their own bucket.
         allow_list: Option<Vec<Vec<u8>>>,
     },
+    /// A property another filter published (path segments).
+    Property {
+        /// Path segments.
+        path: Vec<String>,
+        /// Values with their own bucket.
+        allow_list: Option<Vec<Vec<u8>>>,
+    },
 }
 
 /// Tokens per request.
@@ -445,11 +459,13 @@ fn key_source(raw: Option<RawKey>) -> Result<KeySource, InvalidConfig> {
     let own: &[&str] = match raw.kind {
         KeyType::ClientAddress => &["trustedHops", "ipv4PrefixLength", "ipv6PrefixLength"],
         KeyType::Header | KeyType::QueryParameter => &["name", "allowList"],
+        KeyType::Property => &["path", "allowList"],
         KeyType::Fixed | KeyType::Route => &[],
     };
     for (field, present) in [
         ("name", raw.name.is_some()),
         ("allowList", raw.allow_list.is_some()),
+        ("path", raw.path.is_some()),
         ("trustedHops", raw.trusted_hops.is_some()),
         ("ipv4PrefixLength", raw.ipv4_prefix_length.is_some()),
         ("ipv6PrefixLength", raw.ipv6_prefix_length.is_some()),
@@ -498,6 +514,27 @@ fn key_source(raw: Option<RawKey>) -> Result<KeySource, InvalidConfig> {
             }
             KeySource::QueryParameter {
                 name,
+                allow_list: allow_list("allowList", raw.allow_list)?,
+            }
+        }
+        KeyType::Property => {
+            let path = raw
+                .path
+                .ok_or_else(|| InvalidConfig::at("path", "required"))?;
+            if path.is_empty() || path.len() > 8 {
+                return Err(InvalidConfig::at("path", "must have 1 to 8 segments"));
+            }
+            for (i, segment) in path.iter().enumerate() {
+                // Segments are joined with NUL bytes on the wire.
+                if segment.is_empty() || segment.len() > 256 || segment.contains('\0') {
+                    return Err(InvalidConfig::at(
+                        format!("path[{i}]"),
+                        "must be 1 to 256 bytes without NUL",
+                    ));
+                }
+            }
+            KeySource::Property {
+                path,
                 allow_list: allow_list("allowList", raw.allow_list)?,
             }
         }
@@ -758,6 +795,23 @@ mod tests {
     }
 
     #[test]
+    fn property_keys() {
+        let c = parse(
+            br#"{"rules": [{"key": {"type": "property", "path": ["meshward_jwt_subject"], "allowList": ["a"]},
+                "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.rules[0].key,
+            KeySource::Property {
+                path: vec!["meshward_jwt_subject".to_owned()],
+                allow_list: Some(vec![b"a".to_vec()]),
+            }
+        );
+        assert_eq!(c.rules[0].slots, 512, "a dynamic key");
+    }
+
+    #[test]
     fn bad_configs_name_the_field() {
         let bucket = |b: &str| format!(r#"{{"rules": [{{"tokenBucket": {b}}}]}}"#);
         assert!(
@@ -791,6 +845,26 @@ mod tests {
             .starts_with("rules[0].key.name: required"));
         assert!(err(r#"{"rules": [{"key": {"type": "fixed", "trustedHops": 1}, "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"}}]}"#)
             .starts_with("rules[0].key.trustedHops:"));
+        let key = |k: &str| {
+            err(&format!(
+                r#"{{"rules": [{{"key": {k}, "tokenBucket": {{"maxTokens": 1, "fillInterval": "1s"}}}}]}}"#
+            ))
+        };
+        assert!(key(r#"{"type": "property"}"#).starts_with("rules[0].key.path: required"));
+        assert!(
+            key(r#"{"type": "property", "path": []}"#).starts_with("rules[0].key.path: must have")
+        );
+        assert!(
+            key(r#"{"type": "property", "path": ["a", ""]}"#).starts_with("rules[0].key.path[1]:")
+        );
+        assert!(
+            key(r#"{"type": "property", "path": ["a\u0000b"]}"#)
+                .starts_with("rules[0].key.path[0]:")
+        );
+        assert!(
+            key(r#"{"type": "header", "name": "x", "path": ["a"]}"#)
+                .starts_with("rules[0].key.path: not used")
+        );
         assert!(err(r#"{"contention": {"maxRetries": 100}}"#).starts_with("contention.maxRetries"));
         assert!(err(r#"{"response": {"details": "a b"}}"#).starts_with("response.details"));
         assert!(err(r#"{"unknown": 1}"#).starts_with("unknown: unknown field"));

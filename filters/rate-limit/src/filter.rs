@@ -55,6 +55,7 @@ fn request_header(name: &str) -> PropertyPath {
 struct Prepared {
     /// `mwrl.<hash>.<rule>.`: the slot number is appended.
     key_prefix: String,
+    /// The request header or published property the key is read from.
     key_header: Option<PropertyPath>,
     cost_header: Option<PropertyPath>,
     seed: u64,
@@ -137,6 +138,9 @@ impl Filter {
 fn prepare(hash: u64, index: usize, rule: &Rule) -> Prepared {
     let key_header = match &rule.key {
         KeySource::Header { name, .. } => Some(request_header(name)),
+        KeySource::Property { path, .. } => Some(PropertyPath::new(
+            &path.iter().map(String::as_str).collect::<Vec<_>>(),
+        )),
         _ => None,
     };
     let cost_header = match &rule.cost {
@@ -230,7 +234,9 @@ fn rule_key(
                 None => Ok(false),
             }
         }
-        KeySource::Header { allow_list, .. } => {
+        // A property absent (e.g. no verified token, so jwt-auth published no subject) is like a
+        // header absent: the rule does not apply and the next one is tried.
+        KeySource::Header { allow_list, .. } | KeySource::Property { allow_list, .. } => {
             let Some(path) = &prepared.key_header else {
                 return Ok(false);
             };
@@ -748,6 +754,30 @@ mod tests {
         let mut stream = Stream::default();
         stream.on_request_headers(&filter, &host);
         assert!(stream.decision().is_none());
+    }
+
+    #[test]
+    fn property_keys_charge_per_value_and_fall_through_when_absent() {
+        let config = r#"{"rules": [
+            {"name": "user", "key": {"type": "property", "path": ["meshward_jwt_subject"]},
+             "tokenBucket": {"maxTokens": 1, "fillInterval": "1s"}},
+            {"name": "rest", "tokenBucket": {"maxTokens": 5, "fillInterval": "1s"}}]}"#;
+        let alice = MockHost::new().with_property(&["meshward_jwt_subject"], "alice");
+        let filter = Filter::configure(&alice, config.as_bytes()).unwrap();
+        let mut stream = Stream::default();
+        assert_eq!(stream.on_request_headers(&filter, &alice), Action::Continue);
+        assert_eq!(stream.decision().unwrap().rule, 0);
+        assert_eq!(
+            Stream::default().on_request_headers(&filter, &alice),
+            Action::Pause
+        );
+        let anonymous = MockHost::new();
+        let mut stream = Stream::default();
+        assert_eq!(
+            stream.on_request_headers(&filter, &anonymous),
+            Action::Continue
+        );
+        assert_eq!(stream.decision().unwrap().rule, 1, "fell through");
     }
 
     #[test]

@@ -76,11 +76,11 @@ fn config_with(provider: &Value) -> String {
     .to_string()
 }
 
-fn config() -> String {
+pub(crate) fn config() -> String {
     config_with(&provider(&json!({})))
 }
 
-fn load(config: &str) -> Plugin {
+pub(crate) fn load(config: &str) -> Plugin {
     let spec = PluginSpec::new("jwt-auth", "jwt_auth")
         .with_vm_id("meshward_jwt_auth")
         .with_configuration(config)
@@ -110,7 +110,7 @@ fn try_load(config: &str) -> bool {
     .is_ok()
 }
 
-fn claims() -> Value {
+pub(crate) fn claims() -> Value {
     json!({
         "iss": ISSUER, "sub": "alice", "aud": "api",
         "iat": NOW - 10, "exp": NOW + 3600,
@@ -146,7 +146,7 @@ fn key_for(alg: Algorithm) -> (EncodingKey, &'static str) {
     }
 }
 
-fn mint(alg: Algorithm, claims: &Value, kid: Option<&str>) -> String {
+pub(crate) fn mint(alg: Algorithm, claims: &Value, kid: Option<&str>) -> String {
     let (key, default_kid) = key_for(alg);
     let mut header = Header::new(alg);
     header.kid = Some(kid.unwrap_or(default_kid).to_owned());
