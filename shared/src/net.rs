@@ -26,12 +26,22 @@ fn parse_ip_bytes(text: &[u8]) -> Option<IpAddr> {
 /// this runs per request on client addresses, where an iterator of split parts cost ~1k wasm
 /// instructions per address.
 fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    match parse_ipv4_until_colon(text)? {
+        (ip, []) => Some(ip),
+        _ => None,
+    }
+}
+
+/// [`parse_ipv4`] of the bytes before the first `:`, and the rest (empty, or from that `:`):
+/// one pass for `ip:port`.
+fn parse_ipv4_until_colon(text: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+    let mut rest: &[u8] = &[];
     let mut octets = [0u8; 4];
     let mut index = 0usize;
     let mut value = 0u32;
     let mut digits = 0u32;
     let mut leading_zero = false;
-    for byte in text {
+    for (at, byte) in text.iter().enumerate() {
         match byte {
             b'0'..=b'9' => {
                 if leading_zero || digits == 3 {
@@ -49,6 +59,10 @@ fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
                 index += 1;
                 (value, digits, leading_zero) = (0, 0, false);
             }
+            b':' => {
+                rest = text.get(at..)?;
+                break;
+            }
             _ => return None,
         }
     }
@@ -56,7 +70,7 @@ fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
         return None;
     }
     *octets.get_mut(3)? = u8::try_from(value).ok()?;
-    Some(Ipv4Addr::from(octets))
+    Some((Ipv4Addr::from(octets), rest))
 }
 
 /// Where `needle` (two bytes) first occurs in `text`.
@@ -170,15 +184,12 @@ pub fn parse_peer_address(raw: &[u8]) -> Option<IpAddr> {
         // Neither bare form starts with `[`.
         return parse_socket_ip(raw);
     }
-    match raw.iter().position(|b| *b == b':') {
-        None => parse_ipv4(raw).map(IpAddr::V4),
-        Some(at) => raw
-            .get(at + 1..)
-            .and_then(parse_port)
-            .and(raw.get(..at))
-            .and_then(parse_ipv4)
-            .map(IpAddr::V4)
-            .or_else(|| parse_ipv6(raw).map(IpAddr::V6)),
+    match parse_ipv4_until_colon(raw) {
+        Some((ip, [])) => Some(IpAddr::V4(ip)),
+        Some((ip, [b':', port @ ..])) if parse_port(port).is_some() => Some(IpAddr::V4(ip)),
+        // Not IPv4 (with a port): IPv6 if there is a colon at all.
+        _ if raw.contains(&b':') => parse_ipv6(raw).map(IpAddr::V6),
+        _ => None,
     }
 }
 
