@@ -165,7 +165,7 @@ run: dist ## build the filters and serve them through the dev proxy on localhost
 # The host runs in the dev profile: fuel counts do not depend on it, and a release build of
 # wasmtime alone takes ~20 minutes on 2 cores.
 BENCH_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/meshward-bench
-BENCH_SOAK_QUICK ?= 20000
+BENCH_SOAK_QUICK ?= 10000
 BENCH_SOAK ?= 1000000
 BENCH_E2E_SECONDS ?= 10
 BENCH_STRICT ?= 0
