@@ -296,7 +296,9 @@ pub fn timing_section(timings: &[TimingResult], rounds: usize, batch: usize) -> 
          deviation. The host is `meshward-host` in the dev profile (the build `make test` \
          shares) with fuel metering on, and each request also builds the harness's full \
          outcome record, so absolute times are the harness's, not Envoy's; the ratio and the \
-         difference to noop are the filters' share.\n"
+         difference to noop are the filters' share. Compare the chains with `noop-chain` (five \
+         no-op filters), not with the single noop: each filter in a chain adds the harness's \
+         per-filter cost.\n"
     );
     let _ = writeln!(
         s,

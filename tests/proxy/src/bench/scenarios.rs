@@ -129,6 +129,12 @@ pub const SCENARIOS: &[Scenario] = &[
         ..DEFAULT
     },
     Scenario {
+        id: "noop-chain",
+        label: "five no-op filters: the chain's baseline (per-filter host and SDK cost)",
+        filters: &["noop", "noop", "noop", "noop", "noop"],
+        ..DEFAULT
+    },
+    Scenario {
         id: "chain",
         label: "whole chain (envoy.yaml's five filters), the profile's `/api/` request",
         chain: true,

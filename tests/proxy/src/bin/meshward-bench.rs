@@ -177,7 +177,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     if args.soak > 0 {
         let every = args.soak_every.unwrap_or((args.soak / 20).max(1));
         let mut soaks = Vec::new();
-        for scenario in SCENARIOS.iter().filter(|s| s.steady && s.id != bench::NOOP) {
+        for scenario in SCENARIOS
+            .iter()
+            .filter(|s| s.steady && !s.id.starts_with(bench::NOOP))
+        {
             if scenario.id == "chain-secure" {
                 continue; // the chain soak already rotates through /secure/
             }
