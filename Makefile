@@ -156,11 +156,54 @@ run: dist ## build the filters and serve them through the dev proxy on localhost
 	@# wasmtime alone takes ~20 minutes on 2 cores); the filters themselves are always optimized.
 	$(CARGO) run --locked -q -p meshward-proxy -- demo --config envoy-local/envoy.yaml --wasm-dir dist
 
+# `make bench` is the publishing tool (issue #15): tests/proxy/src/bin/meshward-bench.rs runs
+# every filter, the whole chain and the no-op baseline with envoy-local/envoy.yaml's configs and the
+# bench profile request (tests/fixtures/bench/), prints each figure against
+# tests/fixtures/bench/budgets.json, and rewrites BENCHMARKS.md's generated sections (between
+# `<!-- bench:NAME:begin/end -->`, prose kept) and BENCHMARKS-chart.svg. Over-budget figures are
+# listed, not fatal (the file publishes misses with their reason); BENCH_STRICT=1 makes them fail.
+# The host runs in the dev profile: fuel counts do not depend on it, and a release build of
+# wasmtime alone takes ~20 minutes on 2 cores.
+BENCH_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/meshward-bench
+BENCH_SOAK_QUICK ?= 10000
+BENCH_SOAK ?= 1000000
+BENCH_E2E_SECONDS ?= 10
+BENCH_STRICT ?= 0
+BENCH_COMMON := --raw-dir $(WASM_OUT) $(if $(filter 1,$(BENCH_STRICT)),--strict)
+
+.PHONY: wrk
+wrk: ## install wrk (Debian package) when missing: make bench's load generator
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk >/dev/null 2>&1 || { \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk >/dev/null; }; \
+	  command -v wrk >/dev/null || { echo "wrk not found and could not be installed"; exit 1; }; }
+
+.PHONY: bench-tool
+bench-tool:
+	$(CARGO) build --locked -q -p meshward-proxy --bin meshward-bench
+
 .PHONY: bench
-# The request is pw-bench's bench profile, tests/fixtures/bench/request.json (see its README),
-# with tests/fixtures/<filter>/bench.json as config and one extra request header from
-# tests/fixtures/<filter>/bench.header (`name: value`) when present.
-bench: dist ## wasm instructions (fuel) and hostcalls per callback and per request, memory per VM, for noop and every filter
+bench: dist wrk bench-tool ## measure every filter + chain vs noop against the budgets; rewrite BENCHMARKS.md and its chart
+	$(BENCH_BIN) $(BENCH_COMMON) --soak $(BENCH_SOAK_QUICK) --soak-section soak-quick \
+	  --e2e-seconds $(BENCH_E2E_SECONDS) --write BENCHMARKS.md --chart BENCHMARKS-chart.svg
+
+.PHONY: soak
+soak: dist bench-tool ## 1,000,000 requests per filter and the chain: memory per VM and shared-data keys along the way (BENCHMARKS.md)
+	$(BENCH_BIN) $(BENCH_COMMON) --only-soak --soak $(BENCH_SOAK) --soak-every 50000 \
+	  --soak-section soak --write BENCHMARKS.md
+
+.PHONY: bench-check
+bench-check: dist bench-tool ## fail unless BENCHMARKS.md's instruction counts, memory and sizes equal a fresh run
+	$(BENCH_BIN) $(BENCH_COMMON) --check BENCHMARKS.md
+
+.PHONY: bench-fixtures
+# Each module alone through pw-bench, with tests/fixtures/<filter>/bench.json as config and one
+# extra request header from tests/fixtures/<filter>/bench.header (`name: value`) when present: the
+# filter authors' per-callback view (`pw-bench --trace` for the per-hostcall one).
+bench-fixtures: dist ## pw-bench per module with its tests/fixtures/<filter>/bench.json config
 	$(CARGO) build --locked -q -p meshward-host --bin pw-bench
 	@for f in $(BENCH_MODULES); do \
 	  set --; \

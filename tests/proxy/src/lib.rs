@@ -3,8 +3,10 @@
 //!
 //! `envoy_config` reads the Envoy file (rejecting what it does not understand), `routing` selects
 //! routes as Envoy does, `proxy` runs the filter chain and forwards, `http` is the HTTP/1.1
-//! plumbing, `upstreams` the demo services and `demo` what `make run` starts.
+//! plumbing, `upstreams` the demo services and `demo` what `make run` starts; `bench` is
+//! `make bench` (the `meshward-bench` binary).
 
+pub mod bench;
 pub mod demo;
 pub mod envoy_config;
 pub mod http;
