@@ -151,6 +151,28 @@ pub trait HttpFilter: Sized + 'static {
 
     /// `on_log`, once the stream is complete.
     fn on_log(&self, _stream: &mut Self::Stream, _host: &(impl Host + ?Sized)) {}
+
+    /// A stream's context was created with this id (before its first callback): filters whose
+    /// streams wait on the root context keep it to register in [`crate::waiters::Waiters`].
+    fn on_stream_created(&self, _stream: &mut Self::Stream, _context_id: u32) {}
+
+    /// `on_done`: the stream ended (also when the client went away while it waited).
+    fn on_stream_done(&self, _stream: &mut Self::Stream) {}
+
+    /// The root context's `on_tick` (`root_context_id` to switch back to after resuming
+    /// streams with [`crate::effects::resume`]).
+    fn on_tick(&self, _host: &(impl Host + ?Sized), _root_context_id: u32) {}
+
+    /// The root context's `on_http_call_response` for the callout `token`; `num_headers` 0 is a
+    /// failed delivery (reset).
+    fn on_http_call_response(
+        &self,
+        _host: &(impl Host + ?Sized),
+        _root_context_id: u32,
+        _token: u32,
+        _num_headers: usize,
+    ) {
+    }
 }
 
 /// The plugin configuration's bytes (only readable in `on_configure`); empty when absent. Logs
@@ -175,8 +197,11 @@ pub fn plugin_configuration(host: &(impl Host + ?Sized)) -> Option<Vec<u8>> {
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 pub fn register<F: HttpFilter>(filter_name: &'static str) {
     install(filter_name);
-    ::proxy_wasm::set_root_context(|_| -> Box<dyn ::proxy_wasm::traits::RootContext> {
-        Box::new(glue::Root::<F> { filter: None })
+    ::proxy_wasm::set_root_context(|context_id| -> Box<dyn ::proxy_wasm::traits::RootContext> {
+        Box::new(glue::Root::<F> {
+            context_id,
+            filter: None,
+        })
     });
 }
 
@@ -199,10 +224,28 @@ mod glue {
     }
 
     pub(super) struct Root<F> {
+        pub(super) context_id: u32,
         pub(super) filter: Option<Rc<F>>,
     }
 
-    impl<F> Context for Root<F> {}
+    impl<F: HttpFilter> Context for Root<F> {
+        fn on_http_call_response(
+            &mut self,
+            token_id: u32,
+            num_headers: usize,
+            _body_size: usize,
+            _num_trailers: usize,
+        ) {
+            if let Some(filter) = &self.filter {
+                filter.on_http_call_response(
+                    &ProxyWasmHost,
+                    self.context_id,
+                    token_id,
+                    num_headers,
+                );
+            }
+        }
+    }
 
     impl<F: HttpFilter> RootContext for Root<F> {
         fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -212,12 +255,22 @@ mod glue {
             self.filter.is_some()
         }
 
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        fn on_tick(&mut self) {
+            if let Some(filter) = &self.filter {
+                filter.on_tick(&ProxyWasmHost, self.context_id);
+            }
+        }
+
+        fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
             // Must be Some: the SDK panics on None. Without a configuration the VM did not start,
             // so `filter` is always set here; a stream without one passes untouched.
+            let mut state = F::Stream::default();
+            if let Some(filter) = &self.filter {
+                filter.on_stream_created(&mut state, context_id);
+            }
             Some(Box::new(Stream::<F> {
                 filter: self.filter.clone(),
-                state: F::Stream::default(),
+                state,
             }))
         }
 
@@ -231,7 +284,14 @@ mod glue {
         state: F::Stream,
     }
 
-    impl<F: HttpFilter> Context for Stream<F> {}
+    impl<F: HttpFilter> Context for Stream<F> {
+        fn on_done(&mut self) -> bool {
+            if let Some(filter) = &self.filter {
+                filter.on_stream_done(&mut self.state);
+            }
+            true
+        }
+    }
 
     impl<F: HttpFilter> HttpContext for Stream<F> {
         fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> SdkAction {

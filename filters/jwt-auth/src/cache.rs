@@ -143,6 +143,14 @@ impl TokenCache {
         self.bytes += bytes;
     }
 
+    /// Forgets every token (the provider's keys changed: a token verified by a key that was
+    /// dropped must not stay admitted).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+        self.bytes = 0;
+    }
+
     /// Number of cached tokens.
     pub fn len(&self) -> usize {
         self.entries.len()

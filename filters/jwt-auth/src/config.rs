@@ -3,7 +3,7 @@
 //! spellings) → validated [`Config`].
 //!
 //! Every object denies unknown fields, so an Envoy field this filter does not support yet
-//! (`remote_jwks`, `requirement_map`, …) is refused by name instead of silently ignored. Every
+//! (`filter_state_rules`, …) is refused by name instead of silently ignored. Every
 //! error names the JSON path of the offending field. With the `schema` feature, [`schema`] is the
 //! JSON Schema of the same types (`filters/jwt-auth/config.schema.json`, `make schemas`); the doc
 //! comments of the `Raw` types are its descriptions, so they are written for users.
@@ -61,6 +61,17 @@ pub struct RawConfig {
     /// `access-control-request-method`) through without a token (default false).
     #[serde(alias = "bypass_cors_preflight")]
     pub bypass_cors_preflight: Option<bool>,
+    /// Named requirements, referenced by a rule's `requirement_name`.
+    #[serde(alias = "requirement_map")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<BTreeMap<String, RawRequirement>>")
+    )]
+    pub requirement_map: Option<std::collections::BTreeMap<String, RawRequirement>>,
+    /// Refusals carry an empty body (status, `WWW-Authenticate` and `details` unchanged; default
+    /// false).
+    #[serde(alias = "strip_failure_response")]
+    pub strip_failure_response: Option<bool>,
 }
 
 /// The `providers` map; a name given twice is an error (a plain map would keep the last one).
@@ -125,9 +136,13 @@ pub struct RawProvider {
     #[serde(alias = "max_lifetime")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub max_lifetime: Option<meshward_core::config::ConfigDuration>,
-    /// The provider's keys (required until `remote_jwks` is supported).
+    /// The provider's keys, inline (exactly one of `local_jwks` and `remote_jwks`).
     #[serde(alias = "local_jwks")]
     pub local_jwks: Option<RawDataSource>,
+    /// The provider's keys, fetched from the IdP's JWKS endpoint through an Envoy cluster and
+    /// shared by every worker VM (exactly one of `local_jwks` and `remote_jwks`).
+    #[serde(alias = "remote_jwks")]
+    pub remote_jwks: Option<RawRemoteJwks>,
     /// Headers the token is read from, each with an optional prefix (`Bearer `). Default, when
     /// none of `from_headers`, `from_params`, `from_cookies` is given: `Authorization: Bearer`
     /// and the `access_token` query parameter.
@@ -178,6 +193,108 @@ pub struct RawDataSource {
     /// A JWKS document (RFC 7517 JSON).
     #[serde(alias = "inline_string")]
     pub inline_string: Option<String>,
+}
+
+/// Envoy's `RemoteJwks`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "RemoteJwks")
+)]
+pub struct RawRemoteJwks {
+    /// Where the JWKS is fetched (required).
+    #[serde(alias = "http_uri")]
+    pub http_uri: Option<RawHttpUri>,
+    /// How long a fetched key set is fresh (default 600s, as Envoy). It is refreshed at 90% of
+    /// this and kept as last-known-good for as long again when the IdP fails.
+    #[serde(alias = "cache_duration")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub cache_duration: Option<meshward_core::config::ConfigDuration>,
+    /// Fetch when the filter starts instead of on the first request that needs the keys.
+    #[serde(alias = "async_fetch")]
+    pub async_fetch: Option<RawAsyncFetch>,
+    /// Retries of a failed fetch (default: none).
+    #[serde(alias = "retry_policy")]
+    pub retry_policy: Option<RawRetryPolicy>,
+    /// meshward: accept symmetric (`oct`) keys from this JWKS (default false: a remote JWKS is
+    /// public, so an HMAC key in it would let anyone sign tokens).
+    #[serde(alias = "allow_symmetric_keys")]
+    pub allow_symmetric_keys: Option<bool>,
+}
+
+/// Envoy's `HttpUri`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "HttpUri")
+)]
+pub struct RawHttpUri {
+    /// `http://host[:port]/path` of the JWKS; its authority and path are sent.
+    pub uri: String,
+    /// The Envoy cluster the request goes to.
+    pub cluster: String,
+    /// Timeout of the fetch (required, as Envoy; e.g. `"1s"`).
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub timeout: Option<meshward_core::config::ConfigDuration>,
+}
+
+/// Envoy's `JwksAsyncFetch`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "JwksAsyncFetch")
+)]
+pub struct RawAsyncFetch {
+    /// Accepted for compatibility: a proxy-wasm filter cannot hold the listener back, so the
+    /// listener is always "fast" (requests before the first fetch wait for it, bounded).
+    #[serde(alias = "fast_listener")]
+    pub fast_listener: Option<bool>,
+    /// Pause after a failed fetch before the next one (default 1s, as Envoy).
+    #[serde(alias = "failed_refetch_duration")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub failed_refetch_duration: Option<meshward_core::config::ConfigDuration>,
+}
+
+/// Envoy's `RetryPolicy` (supported subset).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "RetryPolicy")
+)]
+pub struct RawRetryPolicy {
+    /// Retries after a failed fetch (default 1, as Envoy; at most 10).
+    #[serde(alias = "num_retries")]
+    pub num_retries: Option<u32>,
+    /// Back-off between retries.
+    #[serde(alias = "retry_back_off")]
+    pub retry_back_off: Option<RawBackOff>,
+}
+
+/// Envoy's `BackoffStrategy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "BackoffStrategy")
+)]
+pub struct RawBackOff {
+    /// First back-off (default 1s), doubled after each retry.
+    #[serde(alias = "base_interval")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub base_interval: Option<meshward_core::config::ConfigDuration>,
+    /// Longest back-off (default 10 × `base_interval`).
+    #[serde(alias = "max_interval")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub max_interval: Option<meshward_core::config::ConfigDuration>,
 }
 
 /// Envoy's `JwtHeader`.
@@ -245,8 +362,12 @@ pub struct RawRule {
     #[serde(rename = "match")]
     #[cfg_attr(feature = "schema", schemars(with = "serde_json::Value"))]
     pub route_match: RouteMatch,
-    /// What matching requests need; absent: nothing.
+    /// What matching requests need; absent (and no `requirement_name`): nothing.
     pub requires: Option<RawRequirement>,
+    /// Instead of `requires`: the name of an entry of `requirement_map` (stands in for Envoy's
+    /// per-route `requirement_name`).
+    #[serde(alias = "requirement_name")]
+    pub requirement_name: Option<String>,
 }
 
 /// Envoy's `JwtRequirement`: exactly one of its fields.
@@ -317,6 +438,11 @@ meshward_core::object_only!(
     RawConfig,
     RawProvider,
     RawDataSource,
+    RawRemoteJwks,
+    RawHttpUri,
+    RawAsyncFetch,
+    RawRetryPolicy,
+    RawBackOff,
     RawJwtHeader,
     RawClaimToHeader,
     RawJwtCacheConfig,
@@ -422,6 +548,143 @@ pub struct ClaimToHeader {
     pub claim: Vec<String>,
 }
 
+/// A validated `remote_jwks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// Envoy cluster.
+    pub cluster: String,
+    /// `:authority` of the fetch.
+    pub authority: String,
+    /// `:path` of the fetch.
+    pub path: String,
+    /// Fetch timeout, ms (> 0).
+    pub timeout_ms: u32,
+    /// Freshness of a fetched set, ns.
+    pub cache_duration_ns: u64,
+    /// Fetch at start-up (`async_fetch` given).
+    pub fetch_at_start: bool,
+    /// Pause after a failed fetch (and its retries), ns.
+    pub failed_refetch_ns: u64,
+    /// Retries after a failure.
+    pub retries: u32,
+    /// First retry back-off, ns.
+    pub backoff_base_ns: u64,
+    /// Longest retry back-off, ns.
+    pub backoff_max_ns: u64,
+    /// `oct` keys accepted.
+    pub allow_symmetric_keys: bool,
+}
+
+/// Default `cache_duration` (Envoy's: 10 minutes).
+pub const DEFAULT_CACHE_DURATION_SECONDS: u64 = 600;
+/// Most retries of a failed JWKS fetch.
+pub const MAX_RETRIES: u32 = 10;
+
+fn remote_jwks(raw: &RawRemoteJwks) -> Result<RemoteJwks, InvalidConfig> {
+    let uri = raw
+        .http_uri
+        .as_ref()
+        .ok_or_else(|| InvalidConfig::at("httpUri", "is required"))?;
+    if uri.cluster.is_empty() {
+        return Err(InvalidConfig::at("httpUri.cluster", "must not be empty"));
+    }
+    let rest = uri
+        .uri
+        .strip_prefix("http://")
+        .or_else(|| uri.uri.strip_prefix("https://"))
+        .ok_or_else(|| InvalidConfig::at("httpUri.uri", "must start with http:// or https://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (
+            rest.get(..i).unwrap_or_default(),
+            rest.get(i..).unwrap_or("/"),
+        ),
+        None => (rest, "/"),
+    };
+    let printable = |t: &str| t.bytes().all(|b| b.is_ascii_graphic());
+    if authority.is_empty() || !printable(authority) || !printable(path) {
+        return Err(InvalidConfig::at(
+            "httpUri.uri",
+            "must be http(s)://host[:port]/path without spaces or control characters",
+        ));
+    }
+    let timeout = uri
+        .timeout
+        .ok_or_else(|| InvalidConfig::at("httpUri.timeout", "is required (as Envoy)"))?;
+    let timeout_ms = timeout.as_millis_u32();
+    if timeout_ms == 0 || timeout_ms > 60_000 {
+        return Err(InvalidConfig::at(
+            "httpUri.timeout",
+            "must be between 1ms and 60s",
+        ));
+    }
+    let cache_duration_ns = raw.cache_duration.map_or(
+        DEFAULT_CACHE_DURATION_SECONDS * 1_000_000_000,
+        meshward_core::config::ConfigDuration::as_nanos,
+    );
+    if cache_duration_ns < 1_000_000_000 {
+        return Err(InvalidConfig::at("cacheDuration", "must be at least 1s"));
+    }
+    let fetch = raw.async_fetch.clone();
+    let failed_refetch_ns = fetch
+        .as_ref()
+        .and_then(|f| f.failed_refetch_duration)
+        .map_or(
+            1_000_000_000,
+            meshward_core::config::ConfigDuration::as_nanos,
+        );
+    if failed_refetch_ns == 0 {
+        return Err(InvalidConfig::at(
+            "asyncFetch.failedRefetchDuration",
+            "must be positive",
+        ));
+    }
+    let (retries, backoff_base_ns, backoff_max_ns) = match &raw.retry_policy {
+        None => (0, 1_000_000_000, 10_000_000_000),
+        Some(policy) => {
+            let retries = policy.num_retries.unwrap_or(1);
+            if retries > MAX_RETRIES {
+                return Err(InvalidConfig::at(
+                    "retryPolicy.numRetries",
+                    format!("must be at most {MAX_RETRIES}"),
+                ));
+            }
+            let back_off = policy.retry_back_off.clone().unwrap_or_default();
+            let base = back_off
+                .base_interval
+                .map_or(1_000_000_000, |d| d.as_nanos());
+            if base == 0 {
+                return Err(InvalidConfig::at(
+                    "retryPolicy.retryBackOff.baseInterval",
+                    "must be positive",
+                ));
+            }
+            let max = back_off
+                .max_interval
+                .map_or(base.saturating_mul(10), |d| d.as_nanos());
+            if max < base {
+                return Err(InvalidConfig::at(
+                    "retryPolicy.retryBackOff.maxInterval",
+                    "must not be less than baseInterval",
+                ));
+            }
+            (retries, base, max)
+        }
+    };
+    Ok(RemoteJwks {
+        cluster: uri.cluster.clone(),
+        authority: authority.to_owned(),
+        path: path.to_owned(),
+        timeout_ms,
+        cache_duration_ns,
+        fetch_at_start: fetch.is_some(),
+        failed_refetch_ns,
+        retries,
+        backoff_base_ns,
+        backoff_max_ns,
+        allow_symmetric_keys: raw.allow_symmetric_keys.unwrap_or(false),
+    })
+}
+
 /// A validated provider.
 #[derive(Debug)]
 pub struct Provider {
@@ -437,8 +700,10 @@ pub struct Provider {
     pub require_expiration: bool,
     /// Longest `exp - iat`, seconds.
     pub max_lifetime_seconds: Option<u64>,
-    /// The keys.
+    /// The keys (`local_jwks`; empty with `remote_jwks`).
     pub keys: KeySet,
+    /// `remote_jwks`: where the VM's keys come from instead.
+    pub remote: Option<RemoteJwks>,
     /// Indices into [`Config::locations`].
     pub locations: Vec<usize>,
     /// Keep the token header.
@@ -501,6 +766,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Skip CORS preflights.
     pub bypass_cors_preflight: bool,
+    /// Empty refusal bodies.
+    pub strip_failure_response: bool,
     /// Every header any provider may write (stripped from every request).
     pub output_headers: Vec<String>,
 }
@@ -585,13 +852,28 @@ fn provider(
             out
         }
     };
-    let jwks_text = raw
-        .local_jwks
-        .as_ref()
-        .and_then(|d| d.inline_string.as_deref())
-        .ok_or_else(|| InvalidConfig::at("localJwks.inlineString", "is required"))?;
-    let keys = jwks::parse_local(jwks_text, &algorithms)
-        .map_err(|e| e.within("localJwks.inlineString"))?;
+    let (keys, remote) = match (&raw.local_jwks, &raw.remote_jwks) {
+        (Some(_), Some(_)) => {
+            return Err(InvalidConfig::root(
+                "give either localJwks or remoteJwks, not both",
+            ));
+        }
+        (None, Some(r)) => (
+            KeySet::default(),
+            Some(remote_jwks(r).map_err(|e| e.within("remoteJwks"))?),
+        ),
+        (local, None) => {
+            let jwks_text = local
+                .as_ref()
+                .and_then(|d| d.inline_string.as_deref())
+                .ok_or_else(|| {
+                    InvalidConfig::at("localJwks.inlineString", "is required (or remoteJwks)")
+                })?;
+            let keys = jwks::parse_local(jwks_text, &algorithms)
+                .map_err(|e| e.within("localJwks.inlineString"))?;
+            (keys, None)
+        }
+    };
 
     let mut locs = Vec::new();
     let none_given =
@@ -683,6 +965,7 @@ fn provider(
         require_expiration: raw.require_expiration.unwrap_or(true),
         max_lifetime_seconds,
         keys,
+        remote,
         locations: locs,
         forward: raw.forward.unwrap_or(false),
         forward_payload_header,
@@ -833,17 +1116,41 @@ impl TryFrom<RawConfig> for Config {
                 ),
             ));
         }
+        let mut named = Vec::new();
+        for (name, q) in raw.requirement_map.iter().flatten() {
+            let compiled = requirement(&format!("requirementMap.{name}"), q, &providers, 0)?;
+            named.push((name.clone(), compiled));
+        }
         let mut rules = Vec::new();
         for (i, r) in raw.rules.unwrap_or_default().iter().enumerate() {
             let path = format!("rules[{i}]");
             let matcher = RouteMatcher::compile(&r.route_match).map_err(|e| {
                 InvalidConfig::at(e.field_under(&format!("{path}.match")), e.reason)
             })?;
-            let requires = r
-                .requires
-                .as_ref()
-                .map(|q| requirement(&format!("{path}.requires"), q, &providers, 0))
-                .transpose()?;
+            let requires = match (&r.requires, &r.requirement_name) {
+                (Some(_), Some(_)) => {
+                    return Err(InvalidConfig::at(
+                        path,
+                        "give either requires or requirementName, not both",
+                    ));
+                }
+                (Some(q), None) => {
+                    Some(requirement(&format!("{path}.requires"), q, &providers, 0)?)
+                }
+                (None, Some(name)) => Some(
+                    named
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, q)| q.clone())
+                        .ok_or_else(|| {
+                            InvalidConfig::at(
+                                format!("{path}.requirementName"),
+                                format!("no requirement in requirementMap is named `{name}`"),
+                            )
+                        })?,
+                ),
+                (None, None) => None,
+            };
             rules.push(Rule { matcher, requires });
         }
         Ok(Self {
@@ -851,6 +1158,7 @@ impl TryFrom<RawConfig> for Config {
             locations,
             rules,
             bypass_cors_preflight: raw.bypass_cors_preflight.unwrap_or(false),
+            strip_failure_response: raw.strip_failure_response.unwrap_or(false),
             output_headers,
         })
     }
@@ -903,11 +1211,45 @@ mod tests {
     }
 
     #[test]
+    fn remote_jwks_in_envoys_shape_with_defaults() {
+        let json = r#"{"providers": {"p": {"remoteJwks": {
+            "httpUri": {"uri": "https://idp.example:8443/keys?x=1", "cluster": "idp", "timeout": "2s"},
+            "async_fetch": {"fast_listener": true},
+            "retry_policy": {"retry_back_off": {"base_interval": "0.5s"}}}}}}"#;
+        let config = parse(json.as_bytes()).unwrap();
+        let r = config.providers[0].remote.clone().unwrap();
+        assert_eq!(
+            (r.cluster.as_str(), r.authority.as_str(), r.path.as_str()),
+            ("idp", "idp.example:8443", "/keys?x=1")
+        );
+        assert_eq!(r.timeout_ms, 2000);
+        assert_eq!(r.cache_duration_ns, 600 * 1_000_000_000);
+        assert!(r.fetch_at_start);
+        assert_eq!(r.failed_refetch_ns, 1_000_000_000);
+        assert_eq!(
+            (r.retries, r.backoff_base_ns, r.backoff_max_ns),
+            (1, 500_000_000, 5_000_000_000)
+        );
+        assert!(!r.allow_symmetric_keys);
+        assert!(config.providers[0].keys.keys.is_empty());
+        assert_eq!(
+            error(
+                r#"{"providers": {"p": {"remote_jwks": {"http_uri": {"uri": "http://a/", "cluster": "c", "timeout": "1s"}, "retry_policy": {"retry_back_off": {"base_interval": "2s", "max_interval": "1s"}}}}}}"#
+            ),
+            "providers.p.remoteJwks.retryPolicy.retryBackOff.maxInterval: must not be less than baseInterval"
+        );
+        assert_eq!(
+            error(r#"{"providers": {"p": {}}}"#),
+            "providers.p.localJwks.inlineString: is required (or remoteJwks)"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         for (json, expected) in [
             (with_provider(r#", "clockSkewSeconds": 301"#), "providers.p.clockSkewSeconds: must be at most 300"),
             (with_provider(r#", "allowed_algorithms": ["none"]"#), "providers.p.allowedAlgorithms[0]: `none` is not a supported algorithm (`none` never is)"),
-            (with_provider(r#", "remote_jwks": {}"#), "providers.p.remote_jwks: unknown field `remote_jwks`"),
+            (with_provider(r#", "remote_jwks": {}"#), "providers.p: give either localJwks or remoteJwks, not both"),
             (with_provider(r#", "claim_to_headers": [{"header_name": "authorization", "claim_name": "sub"}]"#), "providers.p: `authorization` cannot be written: it carries tokens or routing"),
             (with_provider(r#", "claim_to_headers": [{"header_name": "x-a", "claim_name": "a..b"}]"#), "providers.p.claimToHeaders[0].claimName: must be a claim name or a dotted path of claim names"),
             (with_provider(r#", "jwt_cache_config": {"jwt_max_token_size": 10}"#), "providers.p.jwtCacheConfig.jwtMaxTokenSize: must be between 64 and 65536"),

@@ -8,19 +8,23 @@
 //! properties — or reply 401/403 with an RFC 6750 `WWW-Authenticate`.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use meshward_core::effects::{self, Action, ApplyError, Effects};
+use meshward_core::effects::{self, Action, ApplyError, Callout, Effects};
 use meshward_core::host::{
-    Host, HostError, LocalReply, LogLevel, MapKind, MetricKind, PropertyPath,
+    Host, HostError, HttpCall, LocalReply, LogLevel, MapKind, MetricKind, Nanos, PropertyPath,
+    StreamKind,
 };
 use meshward_core::metrics::Family;
 use meshward_core::plugin::{FailureMode, on_error};
 use meshward_core::route_match::MatchInput;
+use meshward_core::waiters::Waiters;
 
 use crate::cache::{TokenCache, token_fingerprint};
 use crate::config::{self, Config, Location, Requirement};
+use crate::jwks::KeySet;
+use crate::remote::{self, Lease, Remote, Want};
 use crate::verify::{self, Failure, Verified};
 
 /// `details` of the 503 sent when the proxy fails a call the filter needs (fail closed).
@@ -51,6 +55,11 @@ pub struct Metrics {
     pub cors_bypassed: Family,
     /// `meshward_jwt_auth_cache_total{result=hit|miss}`.
     pub cache: Family,
+    /// `meshward_jwt_auth_jwks_fetch_total{provider,result=ok|failed}` (remote providers,
+    /// two series each).
+    pub jwks_fetch: Family,
+    /// `meshward_jwt_auth_jwks_age_seconds{provider}` (remote providers).
+    pub jwks_age: Family,
     providers: usize,
 }
 
@@ -72,6 +81,23 @@ impl Metrics {
                     .map(move |n| [("reason", f.code()), ("provider", *n)])
             })
             .collect();
+        let remote_names: Vec<&str> = config
+            .providers
+            .iter()
+            .filter(|p| p.remote.is_some())
+            .map(|p| p.name.as_str())
+            .collect();
+        let fetch_tags: Vec<[(&str, &str); 2]> = remote_names
+            .iter()
+            .flat_map(|n| {
+                [
+                    [("provider", *n), ("result", "ok")],
+                    [("provider", *n), ("result", "failed")],
+                ]
+            })
+            .collect();
+        let age_tags: Vec<[(&str, &str); 1]> =
+            remote_names.iter().map(|n| [("provider", *n)]).collect();
         Self {
             allowed: Family::define(
                 host,
@@ -95,6 +121,18 @@ impl Metrics {
                 MetricKind::Counter,
                 "meshward_jwt_auth_cache_total",
                 [&[("result", "hit")][..], &[("result", "miss")][..]],
+            ),
+            jwks_fetch: Family::define(
+                host,
+                MetricKind::Counter,
+                "meshward_jwt_auth_jwks_fetch_total",
+                fetch_tags.iter().map(|t| &t[..]),
+            ),
+            jwks_age: Family::define(
+                host,
+                MetricKind::Gauge,
+                "meshward_jwt_auth_jwks_age_seconds",
+                age_tags.iter().map(|t| &t[..]),
             ),
             providers: config.providers.len(),
         }
@@ -122,6 +160,12 @@ pub struct Filter {
     location_paths: Vec<Option<PropertyPath>>,
     /// Per provider: the property of `payload_in_metadata`.
     payload_paths: Vec<Option<PropertyPath>>,
+    /// Per provider: its `remote_jwks` state on this VM.
+    remotes: Vec<Option<RefCell<Remote>>>,
+    /// Streams waiting for a remote key set (keyed by provider index).
+    waiters: RefCell<Waiters<usize>>,
+    /// The root's tick period as last set (0: none).
+    tick_ms: Cell<u32>,
 }
 
 impl Filter {
@@ -161,13 +205,330 @@ impl Filter {
             .iter()
             .map(|p| RefCell::new(TokenCache::new(p.cache_entries)))
             .collect();
+        let mut series = 0;
+        let remotes: Vec<Option<RefCell<Remote>>> = config
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.remote.as_ref().map(|r| {
+                    let remote = Remote::new(i, series, p, r);
+                    series += 1;
+                    RefCell::new(remote)
+                })
+            })
+            .collect();
+        let tick_ms = if config
+            .providers
+            .iter()
+            .any(|p| p.remote.as_ref().is_some_and(|r| r.fetch_at_start))
+        {
+            remote::KICK_TICK_MS
+        } else if series > 0 {
+            remote::REFRESH_TICK_MS
+        } else {
+            0
+        };
+        if tick_ms > 0
+            && let Err(e) = host.set_tick_period(tick_ms)
+        {
+            host.log(
+                LogLevel::Error,
+                &format!("jwt-auth: cannot arm the timer for remote JWKS: {e}"),
+            );
+            return None;
+        }
         Some(Self {
             metrics: Metrics::define(host, &config),
             config,
             caches,
             location_paths,
             payload_paths,
+            remotes,
+            waiters: RefCell::new(Waiters::new(remote::MAX_WAITERS)),
+            tick_ms: Cell::new(tick_ms),
         })
+    }
+
+    fn remote(&self, provider: usize) -> Option<&RefCell<Remote>> {
+        self.remotes.get(provider).and_then(Option::as_ref)
+    }
+
+    /// The keys of a remote provider usable at `now_ns`, syncing with other VMs first.
+    fn remote_keys(
+        &self,
+        host: &(impl Host + ?Sized),
+        provider: usize,
+        now_ns: Nanos,
+    ) -> Option<Rc<KeySet>> {
+        let p = self.config.providers.get(provider)?;
+        let r = p.remote.as_ref()?;
+        let mut state = self.remote(provider)?.try_borrow_mut().ok()?;
+        match state.sync(host, p, r) {
+            Ok(synced) if synced.new_keys => self.clear_cache(provider),
+            Ok(_) => {}
+            Err(e) => ::log::warn!("provider {}: cannot read the shared key set: {e}", p.name),
+        }
+        if state.refresh_due(r, now_ns) && state.want.is_none() {
+            state.want = Some(Want::Keys);
+        }
+        state.usable(r, now_ns)
+    }
+
+    fn clear_cache(&self, provider: usize) {
+        if let Some(cache) = self.caches.get(provider)
+            && let Ok(mut cache) = cache.try_borrow_mut()
+        {
+            cache.clear();
+        }
+    }
+
+    /// Registers stream `context_id` as waiting for provider `provider`'s keys and has the root
+    /// fetch at its next callback. `false`: the stream cannot wait (answer it now).
+    fn wait(
+        &self,
+        host: &(impl Host + ?Sized),
+        context_id: u32,
+        provider: usize,
+        want: Want,
+        now_ns: Nanos,
+    ) -> bool {
+        let (Some(state), Some(Some(r))) = (
+            self.remote(provider),
+            self.config
+                .providers
+                .get(provider)
+                .map(|p| p.remote.as_ref()),
+        ) else {
+            return false;
+        };
+        let wait_ns = u64::from(r.timeout_ms)
+            .saturating_mul(1_000_000)
+            .saturating_mul(u64::from(r.retries) + 1)
+            .saturating_add(r.backoff_max_ns.saturating_mul(u64::from(r.retries)))
+            .saturating_add(1_000_000_000)
+            .min(remote::MAX_WAIT_NS);
+        let Ok(mut waiters) = self.waiters.try_borrow_mut() else {
+            return false;
+        };
+        if context_id == 0
+            || waiters
+                .wait(context_id, provider, now_ns.saturating_add(wait_ns))
+                .is_err()
+        {
+            return false;
+        }
+        if let Ok(mut state) = state.try_borrow_mut()
+            && state.want != Some(Want::Keys)
+        {
+            state.want = Some(want);
+        }
+        if self.tick_ms.get() != remote::KICK_TICK_MS {
+            match host.set_tick_period(remote::KICK_TICK_MS) {
+                Ok(()) => self.tick_ms.set(remote::KICK_TICK_MS),
+                Err(e) => ::log::warn!("cannot kick the root's timer: {e}"),
+            }
+        }
+        true
+    }
+
+    /// The root's tick: sync with other VMs, start a wanted fetch (one across workers), resume
+    /// the streams whose keys arrived, or whose fetch failed, or whose deadline passed.
+    pub fn tick(&self, host: &(impl Host + ?Sized), root_context_id: u32) {
+        let Ok(now) = host.now() else {
+            return;
+        };
+        let mut resume: Vec<u32> = Vec::new();
+        for (i, p) in self.config.providers.iter().enumerate() {
+            let (Some(r), Some(cell)) = (p.remote.as_ref(), self.remote(i)) else {
+                continue;
+            };
+            let Ok(mut state) = cell.try_borrow_mut() else {
+                continue;
+            };
+            let mut settled = false;
+            match state.sync(host, p, r) {
+                Ok(synced) => {
+                    if synced.new_keys {
+                        self.clear_cache(i);
+                    }
+                    settled = synced.new_keys || synced.failed;
+                    if settled {
+                        // Another VM's fetch answered what this VM wanted (its waiters decide
+                        // again below): no second fetch for the same need.
+                        state.want = None;
+                    }
+                }
+                Err(e) => ::log::warn!("provider {}: cannot read the shared key set: {e}", p.name),
+            }
+            if state.expire(r, now) {
+                ::log::warn!("provider {}: the last-known-good key set expired", p.name);
+                self.clear_cache(i);
+            }
+            if let Some(age) = state.age_seconds(now) {
+                self.metrics.jwks_age.record(host, state.series, age);
+            }
+            let waiting = self
+                .waiters
+                .try_borrow()
+                .is_ok_and(|w| w.any_waiting_for(i));
+            let wanted = state.want.or_else(|| {
+                let missing = state.usable(r, now).is_none() && (r.fetch_at_start || waiting);
+                (missing || state.refresh_due(r, now)).then_some(Want::Keys)
+            });
+            if let Some(want) = wanted
+                && state.in_flight.is_none()
+            {
+                match state.take_lease(host, r, now, want) {
+                    Ok(Lease::Taken(_)) => {
+                        state.want = None;
+                        let headers = [
+                            (":method", &b"GET"[..]),
+                            (":path", r.path.as_bytes()),
+                            (":authority", r.authority.as_bytes()),
+                            ("accept", b"application/json"),
+                        ];
+                        let mut effects = Effects::new();
+                        effects.callout = Some(Callout::Http(HttpCall {
+                            cluster: &r.cluster,
+                            headers: &headers,
+                            timeout_ms: r.timeout_ms,
+                            ..HttpCall::default()
+                        }));
+                        // The root is the effective context here: the call belongs to it.
+                        match effects::apply(host, MapKind::RequestHeaders, &effects) {
+                            Ok(applied) => state.in_flight = applied.callout_token,
+                            Err(e) => {
+                                ::log::warn!("provider {}: cannot fetch the JWKS: {e}", p.name);
+                                self.metrics.jwks_fetch.add(host, state.series * 2 + 1, 1);
+                                let attempt = state.attempt(host);
+                                settled |= state.fetch_failed(host, r, attempt, now);
+                            }
+                        }
+                    }
+                    Ok(Lease::Busy) => {}
+                    Ok(Lease::TooSoon(until)) => {
+                        state.want = None;
+                        state.unknown_kid_quiet_until = until;
+                        settled = true;
+                    }
+                    Err(e) => ::log::warn!("provider {}: cannot take the fetch lease: {e}", p.name),
+                }
+            }
+            if settled && let Ok(mut waiters) = self.waiters.try_borrow_mut() {
+                resume.extend(waiters.take(i).iter().map(|w| w.context_id));
+            }
+        }
+        if let Ok(mut waiters) = self.waiters.try_borrow_mut() {
+            resume.extend(waiters.take_expired(now).iter().map(|w| w.context_id));
+        }
+        self.resume(host, root_context_id, &resume);
+        let period = if self.waiters.try_borrow().is_ok_and(|w| !w.is_empty()) {
+            remote::POLL_TICK_MS
+        } else {
+            remote::REFRESH_TICK_MS
+        };
+        if self.tick_ms.get() != period {
+            match host.set_tick_period(period) {
+                Ok(()) => self.tick_ms.set(period),
+                Err(e) => ::log::warn!("cannot set the tick period: {e}"),
+            }
+        }
+    }
+
+    /// The answer to a JWKS fetch this VM made.
+    pub fn fetch_answered(
+        &self,
+        host: &(impl Host + ?Sized),
+        root_context_id: u32,
+        token: u32,
+        num_headers: usize,
+    ) {
+        let Some(cell) = self
+            .remotes
+            .iter()
+            .flatten()
+            .find(|c| c.try_borrow().is_ok_and(|s| s.in_flight == Some(token)))
+        else {
+            ::log::warn!("ignoring the answer to callout {token}: no JWKS fetch in flight");
+            return;
+        };
+        let Ok(now) = host.now() else {
+            return;
+        };
+        let provider = {
+            let Ok(mut state) = cell.try_borrow_mut() else {
+                return;
+            };
+            state.in_flight = None;
+            let i = state.provider;
+            let (Some(p), Some(r)) = (
+                self.config.providers.get(i),
+                self.config.providers.get(i).and_then(|p| p.remote.as_ref()),
+            ) else {
+                return;
+            };
+            let settled = match remote::read_answer(host, p, r, num_headers) {
+                Ok((text, set)) => {
+                    self.metrics.jwks_fetch.add(host, state.series * 2, 1);
+                    if let Err(e) = state.fetched(host, &text, set, now) {
+                        ::log::warn!("provider {}: cannot share the key set: {e}", p.name);
+                    }
+                    self.clear_cache(i);
+                    ::log::info!("provider {}: JWKS fetched", p.name);
+                    true
+                }
+                Err(e) => {
+                    self.metrics.jwks_fetch.add(host, state.series * 2 + 1, 1);
+                    ::log::warn!("provider {}: {e}", p.name);
+                    let attempt = state.attempt(host);
+                    state.fetch_failed(host, r, attempt, now)
+                }
+            };
+            settled.then_some(i)
+        };
+        if let Some(i) = provider {
+            let waiting: Vec<u32> = self
+                .waiters
+                .try_borrow_mut()
+                .map(|mut w| w.take(i).iter().map(|w| w.context_id).collect())
+                .unwrap_or_default();
+            self.resume(host, root_context_id, &waiting);
+        }
+    }
+
+    /// Decides again for each stream in `context_ids` (now that keys arrived or will not) in its
+    /// own context, then switches back to the root.
+    fn resume(&self, host: &(impl Host + ?Sized), root_context_id: u32, context_ids: &[u32]) {
+        if context_ids.is_empty() {
+            return;
+        }
+        for &context_id in context_ids {
+            if let Err(e) = host.set_effective_context(context_id) {
+                ::log::warn!("cannot resume stream {context_id}: {e}");
+                continue;
+            }
+            let mut stream = Stream {
+                context_id,
+                resumed: true,
+                ..Stream::default()
+            };
+            if stream.on_request_headers(self, host) == Action::Continue
+                && let Err(e) = host.continue_stream(StreamKind::Request)
+            {
+                ::log::warn!("cannot continue stream {context_id}: {e}");
+            }
+        }
+        if let Err(e) = host.set_effective_context(root_context_id) {
+            ::log::warn!("cannot switch back to the root context: {e}");
+        }
+    }
+
+    /// A stream ended: it waits no more.
+    pub fn forget(&self, context_id: u32) {
+        if let Ok(mut waiters) = self.waiters.try_borrow_mut() {
+            waiters.forget(context_id);
+        }
     }
 
     fn verify_cached(
@@ -176,6 +537,7 @@ impl Filter {
         provider: usize,
         token: &str,
         now: u64,
+        now_ns: Nanos,
     ) -> Result<Rc<Verified>, Failure> {
         let Some(p) = self.config.providers.get(provider) else {
             return Err(Failure::Missing);
@@ -188,16 +550,27 @@ impl Filter {
             return Ok(hit);
         }
         self.metrics.cache.add(host, 1, 1);
-        let verified = Rc::new(verify::verify(p, token, now).inspect_err(|failure| {
-            if ::log::log_enabled!(::log::Level::Debug) {
-                ::log::debug!(
-                    "provider {}: token {} refused: {}",
-                    p.name,
-                    token_fingerprint(token),
-                    failure.code()
-                );
-            }
-        })?);
+        let remote_keys;
+        let keys = if p.remote.is_some() {
+            remote_keys = self
+                .remote_keys(host, provider, now_ns)
+                .ok_or(Failure::JwksFetchFailed)?;
+            &*remote_keys
+        } else {
+            &p.keys
+        };
+        let verified = Rc::new(verify::verify_with(p, keys, token, now).inspect_err(
+            |failure| {
+                if ::log::log_enabled!(::log::Level::Debug) {
+                    ::log::debug!(
+                        "provider {}: token {} refused: {}",
+                        p.name,
+                        token_fingerprint(token),
+                        failure.code()
+                    );
+                }
+            },
+        )?);
         if let (Some(cache), Some(exp)) = (cache, verified.expires_at) {
             cache.borrow_mut().insert(
                 token,
@@ -256,6 +629,13 @@ pub struct Stream {
     www_authenticate: String,
     details: String,
     output_values: Vec<Option<String>>,
+    /// The stream's context id (to wait on the root).
+    context_id: u32,
+    /// Decided again by the root after waiting: never waits twice.
+    resumed: bool,
+    /// A remote provider whose keys this request would wait for.
+    wait_for: Option<(usize, Want)>,
+    now_ns: Nanos,
 }
 
 /// The value of query parameter `name` in `path` (raw, not percent-decoded: JWTs need none);
@@ -392,7 +772,22 @@ impl Stream {
         if let Some(Some(done)) = self.results.get(provider) {
             return done.clone();
         }
-        let result = filter.verify_cached(host, provider, token, now);
+        let result = filter.verify_cached(host, provider, token, now, self.now_ns);
+        if let Some(state) = filter.remote(provider)
+            && self.wait_for.is_none()
+        {
+            match result {
+                Err(Failure::JwksFetchFailed) => self.wait_for = Some((provider, Want::Keys)),
+                Err(Failure::UnknownKid)
+                    if state
+                        .try_borrow()
+                        .is_ok_and(|s| s.unknown_kid_quiet_until <= self.now_ns) =>
+                {
+                    self.wait_for = Some((provider, Want::UnknownKid));
+                }
+                _ => {}
+            }
+        }
         if let Some(slot) = self.results.get_mut(provider) {
             *slot = Some(result.clone());
         }
@@ -532,7 +927,8 @@ impl Stream {
             };
             return Ok(true);
         }
-        let now = host.now()? / 1_000_000_000;
+        self.now_ns = host.now()?;
+        let now = self.now_ns / 1_000_000_000;
         self.outcome = match self.evaluate(filter, host, requirement, now) {
             Ok(()) => Outcome::Allowed,
             Err((failure, provider)) => Outcome::Denied { failure, provider },
@@ -612,6 +1008,13 @@ impl Stream {
         host: &(impl Host + ?Sized),
     ) -> Result<Action, ApplyError> {
         let requirement_applied = self.decide(filter, host).map_err(ApplyError::reading)?;
+        if let (Outcome::Denied { .. }, Some((provider, want)), false) =
+            (&self.outcome, self.wait_for, self.resumed)
+            && filter.wait(host, self.context_id, provider, want, self.now_ns)
+        {
+            // Decided again from the root once the keys are there (or will not come).
+            return Ok(Action::Pause);
+        }
         if let Outcome::Denied { failure, .. } = self.outcome {
             self.prepare_reply(host, failure)
                 .map_err(ApplyError::reading)?;
@@ -626,7 +1029,11 @@ impl Stream {
                 effects.reply(LocalReply {
                     status: failure.status(),
                     headers: &reply_headers,
-                    body: failure.message().as_bytes(),
+                    body: if filter.config.strip_failure_response {
+                        b""
+                    } else {
+                        failure.message().as_bytes()
+                    },
                     details: &self.details,
                     grpc_status: None,
                 });
@@ -742,6 +1149,28 @@ impl meshward_core::plugin::HttpFilter for Filter {
 
     fn on_request_headers(&self, stream: &mut Stream, host: &(impl Host + ?Sized)) -> Action {
         stream.on_request_headers(self, host)
+    }
+
+    fn on_stream_created(&self, stream: &mut Stream, context_id: u32) {
+        stream.context_id = context_id;
+    }
+
+    fn on_stream_done(&self, stream: &mut Stream) {
+        self.forget(stream.context_id);
+    }
+
+    fn on_tick(&self, host: &(impl Host + ?Sized), root_context_id: u32) {
+        self.tick(host, root_context_id);
+    }
+
+    fn on_http_call_response(
+        &self,
+        host: &(impl Host + ?Sized),
+        root_context_id: u32,
+        token: u32,
+        num_headers: usize,
+    ) {
+        self.fetch_answered(host, root_context_id, token, num_headers);
     }
 }
 

@@ -396,3 +396,35 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
     }
     Ok(set)
 }
+
+/// Parses a JWKS fetched from an IdP with the same rules as [`parse_local`] (size and key-count
+/// caps, key/algorithm binding, weak keys refused), except that symmetric (`oct`) keys are
+/// ignored unless `allow_symmetric` (a published JWKS is public: an HMAC key in it would let
+/// anyone sign). A set left without any usable key is an error, so a bad answer never replaces
+/// a working set.
+pub fn parse_remote(
+    text: &str,
+    allowed: &[Algorithm],
+    allow_symmetric: bool,
+) -> Result<KeySet, InvalidConfig> {
+    let allowed: Vec<Algorithm> = allowed
+        .iter()
+        .copied()
+        .filter(|a| allow_symmetric || a.hmac_min_key_bytes_if_symmetric().is_none())
+        .collect();
+    let set = parse_local(text, &allowed)?;
+    if set.keys.is_empty() {
+        return Err(InvalidConfig::at("keys", "has no usable verification key"));
+    }
+    Ok(set)
+}
+
+impl Algorithm {
+    /// For the HMAC algorithms, their shortest key; `None` for asymmetric ones.
+    const fn hmac_min_key_bytes_if_symmetric(self) -> Option<usize> {
+        match self {
+            Self::Hs256 | Self::Hs384 | Self::Hs512 => Some(self.hmac_min_key_bytes()),
+            _ => None,
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! See `README.md` for the configuration reference and every difference from Envoy. In short,
 //! for each request: the first `rules` entry whose Envoy `RouteMatch` holds names a requirement
 //! (a provider, any/all of several, allow-missing); the token is read from the provider's
-//! locations (at most one may hold one), verified against the provider's local JWKS
-//! ([`verify`]), cached per VM ([`cache`]); then claims are written to headers (replacing what
+//! locations (at most one may hold one), verified ([`verify`]) against the provider's local JWKS
+//! or its remote JWKS, fetched once for all worker VMs and shared through shared data
+//! ([`remote`]), cached per VM ([`cache`]); then claims are written to headers (replacing what
 //! the client sent: every header the filter may write is stripped from every request), the token
 //! header is removed unless `forward`, and issuer/subject are published as properties — or the
 //! request gets a 401/403 with an RFC 6750 `WWW-Authenticate`.
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod config;
 pub mod filter;
 pub mod jwks;
+pub mod remote;
 pub mod verify;
 
 #[cfg(target_arch = "wasm32")]

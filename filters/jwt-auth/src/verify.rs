@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::config::{ClaimToHeader, Provider};
-use crate::jwks::{Algorithm, Key, Verifier};
+use crate::jwks::{Algorithm, Key, KeySet, Verifier};
 
 /// Deepest JSON nesting accepted in a token's header or payload.
 pub const MAX_JSON_DEPTH: usize = 16;
@@ -69,11 +69,13 @@ pub enum Failure {
     Subject,
     /// `aud` holds none of the accepted audiences (403).
     Audience,
+    /// A `remote_jwks` provider has no usable key set (fetch failed or still pending).
+    JwksFetchFailed,
 }
 
 impl Failure {
     /// Every failure, in metric-series order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Missing,
         Self::Multiple,
         Self::TooLarge,
@@ -93,6 +95,7 @@ impl Failure {
         Self::Signature,
         Self::Subject,
         Self::Audience,
+        Self::JwksFetchFailed,
     ];
 
     /// Short code: metric tag and `details` suffix.
@@ -117,6 +120,7 @@ impl Failure {
             Self::Signature => "signature",
             Self::Subject => "subject",
             Self::Audience => "audience",
+            Self::JwksFetchFailed => "jwks_fetch_failed",
         }
     }
 
@@ -142,6 +146,7 @@ impl Failure {
             Self::Signature => "Jwt verification fails",
             Self::Subject => "Jwt subject is not allowed",
             Self::Audience => "Audiences in Jwt are not allowed",
+            Self::JwksFetchFailed => "Jwks remote fetch is failed",
         }
     }
 
@@ -397,6 +402,16 @@ fn is_base64url_or_dot(b: u8) -> bool {
 /// Verifies `token` for `provider` at `now` (seconds since the epoch). Audiences are checked
 /// by the caller ([`Verified::audience_allowed`]), since a requirement may replace them.
 pub fn verify(provider: &Provider, token: &str, now: u64) -> Result<Verified, Failure> {
+    verify_with(provider, &provider.keys, token, now)
+}
+
+/// [`verify`] with the keys given (a `remote_jwks` provider's current set).
+pub fn verify_with(
+    provider: &Provider,
+    keys: &KeySet,
+    token: &str,
+    now: u64,
+) -> Result<Verified, Failure> {
     if token.len() > provider.max_token_bytes {
         return Err(Failure::TooLarge);
     }
@@ -475,7 +490,7 @@ pub fn verify(provider: &Provider, token: &str, now: u64) -> Result<Verified, Fa
     {
         return Err(Failure::Issuer);
     }
-    let mut candidates = provider.keys.candidates(algorithm, kid).peekable();
+    let mut candidates = keys.candidates(algorithm, kid).peekable();
     if candidates.peek().is_none() {
         return Err(Failure::UnknownKid);
     }

@@ -133,6 +133,9 @@ pub enum CallReply {
     Respond(HttpCallResponse),
     /// Deliver a failure (reset: 0 headers, status 11 "reset").
     Fail,
+    /// The call timed out: deliver Envoy's local 504 "upstream request timeout"
+    /// ([`HttpCallResponse::upstream_timeout`]).
+    Timeout,
     /// Leave it pending (it shows up in [`HttpOutcome::pending_calls`]).
     Leave,
 }
@@ -377,6 +380,7 @@ fn resolve(
         for call in calls {
             let reply = match http_call(&call) {
                 CallReply::Respond(r) => Some(r),
+                CallReply::Timeout => Some(HttpCallResponse::upstream_timeout()),
                 CallReply::Fail => None,
                 CallReply::Leave => continue,
             };
@@ -608,6 +612,7 @@ fn drive(
         {
             let answer = match http_call(&call) {
                 CallReply::Respond(r) => Some(r),
+                CallReply::Timeout => Some(HttpCallResponse::upstream_timeout()),
                 CallReply::Fail => None,
                 CallReply::Leave => continue,
             };

@@ -54,6 +54,6 @@ pub use types::{
     Action, CallId, CalloutOutcome, DEFAULT_FUEL_PER_CALLBACK, ExportCost, ExportCosts, FailPolicy,
     FilterState, FinishOutcome, HeaderMap, HostError, HttpCallResponse, LoadError, LocalReply,
     LogEntry, LogLevel, NodeInfo, PendingHttpCall, PhaseOutcome, PluginSpec, PropValue,
-    StreamEvent, StreamId, StreamInfo,
+    StreamEvent, StreamId, StreamInfo, UPSTREAM_TIMEOUT_BODY,
 };
 pub use vm::FuelMark;

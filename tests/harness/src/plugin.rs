@@ -93,6 +93,8 @@ struct StreamRecord {
 struct PendingCall {
     call: PendingHttpCall,
     generation: u64,
+    /// Monotonic time at which the call times out (`None`: timeout 0, none in Envoy).
+    deadline_ns: Option<u64>,
 }
 
 /// A loaded plugin: `workers` VMs (each with its root context configured) sharing a
@@ -325,6 +327,12 @@ impl Plugin {
                         stream,
                     },
                     generation: vm.generation,
+                    deadline_ns: (call.timeout_ms > 0).then(|| {
+                        self.shared
+                            .clock()
+                            .monotonic_ns()
+                            .saturating_add(u64::from(call.timeout_ms).saturating_mul(1_000_000))
+                    }),
                 },
             );
         }
@@ -1198,9 +1206,34 @@ impl Plugin {
         out
     }
 
-    /// Queue notifications and due ticks: what Envoy's event loops would run between requests.
+    /// Fails every pending `http_call` whose timeout has passed on the shared clock the way
+    /// Envoy does: `proxy_on_http_call_response` with the router's local 504 "upstream request
+    /// timeout" ([`HttpCallResponse::upstream_timeout`]), oldest deadline first. Calls with
+    /// timeout 0 never expire (Envoy: no timeout).
+    pub fn expire_calls(&mut self) -> CalloutOutcome {
+        let now = self.shared.clock().monotonic_ns();
+        let mut due: Vec<(u64, CallId)> = self
+            .pending
+            .iter()
+            .filter_map(|(id, p)| p.deadline_ns.filter(|d| *d <= now).map(|d| (d, *id)))
+            .collect();
+        due.sort_unstable();
+        let mut out = CalloutOutcome::default();
+        for (_, id) in due {
+            if let Ok(o) =
+                self.deliver_http_response(id, Some(HttpCallResponse::upstream_timeout()))
+            {
+                merge(&mut out, o);
+            }
+        }
+        out
+    }
+
+    /// Queue notifications, expired `http_call`s and due ticks: what Envoy's event loops would
+    /// run between requests.
     pub fn run_async(&mut self) -> CalloutOutcome {
         let mut out = self.deliver_queue_ready();
+        merge(&mut out, self.expire_calls());
         merge(&mut out, self.run_due_ticks());
         out
     }

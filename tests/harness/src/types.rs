@@ -611,7 +611,26 @@ pub struct HttpCallResponse {
     pub trailers: HeaderMap,
 }
 
+/// Body of the response Envoy's router generates for a call past its timeout.
+pub const UPSTREAM_TIMEOUT_BODY: &[u8] = b"upstream request timeout";
+
 impl HttpCallResponse {
+    /// What Envoy delivers for an `http_call` past its timeout: the async client's router
+    /// answers with a local `504` (`content-length`, `content-type: text/plain`, body
+    /// "upstream request timeout") and `proxy_on_http_call_response` sees it as a normal
+    /// response (`proxy_get_status` (0, "")), not as a reset.
+    pub fn upstream_timeout() -> Self {
+        Self {
+            headers: HeaderMap::from_pairs([
+                (":status", "504".to_owned()),
+                ("content-length", UPSTREAM_TIMEOUT_BODY.len().to_string()),
+                ("content-type", "text/plain".to_owned()),
+            ]),
+            body: UPSTREAM_TIMEOUT_BODY.to_vec(),
+            trailers: HeaderMap::new(),
+        }
+    }
+
     /// A response with `:status` and a body.
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
         Self {

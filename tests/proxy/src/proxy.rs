@@ -412,10 +412,7 @@ impl Proxy {
                 })
             }
             // Envoy delivers an upstream timeout as a router-generated 504.
-            Err(http::ClientError::Timeout) => CallReply::Respond(HttpCallResponse::new(
-                504,
-                b"upstream request timeout".to_vec(),
-            )),
+            Err(http::ClientError::Timeout) => CallReply::Timeout,
             Err(_) => CallReply::Fail,
         }
     }

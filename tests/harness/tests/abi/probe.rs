@@ -347,6 +347,63 @@ fn unanswered_http_call_leaves_the_stream_paused_and_the_call_pending() {
 }
 
 #[test]
+fn a_call_past_its_timeout_gets_envoys_local_504_when_the_clock_advances() {
+    let (shared, mut plugin) = probe("h");
+    shared.set_clusters(["upstream-cluster"]);
+    let stream = plugin.new_stream(0).unwrap();
+    let mut headers =
+        HeaderMap::from_pairs([(":path", "/"), (":method", "GET"), (":authority", "a.test")]);
+    let out = plugin.request_headers(stream, &mut headers, true).unwrap();
+    assert_eq!(out.action, Action::Pause);
+    assert_eq!(plugin.pending_http_calls()[0].timeout_ms, 1000);
+
+    shared.clock().advance(Duration::from_millis(999));
+    let early = plugin.run_async();
+    assert!(early.events.is_empty(), "{:?}", early.events);
+    assert_eq!(plugin.pending_http_calls().len(), 1, "not yet due");
+
+    shared.clock().advance(Duration::from_millis(1));
+    let expired = plugin.expire_calls();
+    assert_eq!(expired.trap, None);
+    assert!(plugin.pending_http_calls().is_empty());
+    // Delivered as a response (the probe resumes and tags the request), not as a reset (which
+    // the probe answers with a 502): Envoy's router turns a timeout into a local 504.
+    match &expired.events[..] {
+        [
+            meshward_host::StreamEvent::Resumed {
+                stream: s,
+                headers: Some(h),
+                ..
+            },
+        ] => {
+            assert_eq!(*s, stream);
+            assert_eq!(h.get("x-call"), Some("done"));
+        }
+        other => panic!("unexpected events {other:?}"),
+    }
+    assert_eq!(statuses(&expired.logs), vec![0, 0, 0]);
+    let timeout = HttpCallResponse::upstream_timeout();
+    assert_eq!(timeout.headers.get(":status"), Some("504"));
+    assert_eq!(timeout.headers.get("content-length"), Some("24"));
+    assert_eq!(timeout.body, b"upstream request timeout");
+    assert!(plugin.expire_calls().events.is_empty(), "delivered once");
+}
+
+#[test]
+fn a_drivers_timeout_reply_is_the_same_504_response() {
+    let (shared, mut plugin) = probe("h");
+    shared.set_clusters(["upstream-cluster"]);
+    let out = plugin
+        .http_request_with(0, Request::get("/", "a.test"), Response::new(200), |_| {
+            CallReply::Timeout
+        })
+        .unwrap();
+    assert_eq!(out.request_header("x-call"), Some("done"));
+    assert!(out.upstream_called);
+    assert_eq!(statuses(&out.logs), vec![2, 2, 0, 0, 0, 0]);
+}
+
+#[test]
 fn stepping_api_reports_resume_with_the_mutated_held_headers() {
     let (shared, mut plugin) = probe("h");
     shared.set_clusters(["upstream-cluster"]);

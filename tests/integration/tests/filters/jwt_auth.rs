@@ -634,5 +634,47 @@ fn the_committed_schema_is_current_and_accepts_what_the_filter_accepts() {
             .collect();
         assert!(problems.is_empty(), "{problems:?}");
     }
-    assert!(!validator.is_valid(&json!({"providers": {"p": {"remote_jwks": {}}}})));
+    assert!(!validator.is_valid(&json!({"providers": {"p": {"remote_jwks": {"cache": "1s"}}}})));
+    let remote: Value = serde_json::from_str(&super::jwt_remote::config(&json!({}))).unwrap();
+    let problems: Vec<String> = validator
+        .iter_errors(&remote)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn requirement_map_by_name_and_strip_failure_response() {
+    let config = json!({
+        "providers": {"main": provider(&json!({}))},
+        "requirement_map": {
+            "user": {"provider_name": "main"},
+            "optional": {"allow_missing": {}}
+        },
+        "strip_failure_response": true,
+        "rules": [
+            {"match": {"prefix": "/open"}, "requirement_name": "optional"},
+            {"match": {"prefix": "/"}, "requirementName": "user"}
+        ]
+    });
+    let mut plugin = load(&config.to_string());
+    assert_allowed(&send(&mut plugin, Request::get("/open/x", "example.com")));
+    assert_allowed(&send(&mut plugin, bearer(&token(Algorithm::ES256))));
+    let out = send(&mut plugin, Request::get("/api", "example.com"));
+    let (_, reply) = out.local_reply.as_ref().unwrap();
+    assert_eq!(reply.status, 401);
+    assert!(reply.body.is_empty(), "stripped body: {:?}", reply.body);
+    assert_eq!(reply.details, "jwt_authn_access_denied{Jwt_is_missing}");
+    assert!(reply.headers.get("www-authenticate").is_some());
+    for bad in [
+        json!({"providers": {"main": provider(&json!({}))},
+               "rules": [{"match": {"prefix": "/"}, "requirement_name": "nope"}]}),
+        json!({"providers": {"main": provider(&json!({}))},
+               "requirement_map": {"user": {"provider_name": "main"}},
+               "rules": [{"match": {"prefix": "/"}, "requirement_name": "user", "requires": {"allow_missing": {}}}]}),
+        json!({"providers": {"main": provider(&json!({}))},
+               "requirement_map": {"user": {"provider_name": "other"}}}),
+    ] {
+        assert!(!try_load(&bad.to_string()), "accepted: {bad}");
+    }
 }

@@ -15,6 +15,7 @@ mod callout;
 mod config_schema;
 mod fuzz_smoke;
 mod jwt_auth;
+mod jwt_remote;
 mod manifests;
 mod metric_tag;
 mod rate_limit;
