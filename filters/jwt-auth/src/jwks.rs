@@ -313,7 +313,12 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
                 }
                 // RFC 8725 does not require it, but every IdP uses 65537 and small exponents
                 // have a history of padding-check attacks: refuse anything else.
-                if e.iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>() != [1, 0, 1] {
+                if e.iter()
+                    .skip_while(|b| **b == 0)
+                    .copied()
+                    .collect::<Vec<u8>>()
+                    != [1, 0, 1]
+                {
                     return Err(InvalidConfig::at(
                         format!("{path}.e"),
                         "is not 65537 (AQAB), the only RSA public exponent accepted",
@@ -419,4 +424,45 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
         }
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    const N_2048: &str = "3QzXBjXpfdYr2uyTTvJmYioiR4JUowM3o7RAHznGWoCbZ_fyPHV_-igTeicUNMQEzh1dnfJO7NG4_fzEbaHW_NCzBRESavG7rLdClMER-59gEID77lRMf-94NZuyTlB2mvk8vLn9MW5kyFDJr5oVl03jpwF94AbOyk5fmxqtWHtnQ8ItAYODF8MFkU6_Fua_hoqWfDGhOYSXtn_qLxadK_VrSShu0VvoHNl2Jlrj7uCb8lyyJkTdi964jpQyZTwbcyYA3a9RaikHI2MfXuw7-nqZCOcAx2KePf7drmur9d7Oj0aaDoI50HTSiBk5wXDSIp8NnFwOObEjiRS-vj8IbQ";
+
+    fn error_of(jwks: &str) -> String {
+        parse_local(jwks, &Algorithm::ALL).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rsa_exponent_other_than_65537_is_refused() {
+        let ok = format!(r#"{{"keys":[{{"kty":"RSA","n":"{N_2048}","e":"AQAB"}}]}}"#);
+        assert_eq!(parse_local(&ok, &Algorithm::ALL).unwrap().keys.len(), 6);
+        let e3 = format!(r#"{{"keys":[{{"kty":"RSA","n":"{N_2048}","e":"Aw"}}]}}"#);
+        let error = error_of(&e3);
+        assert!(
+            error.contains("keys[0].e") && error.contains("65537"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn weak_ed25519_key_is_refused() {
+        let error = error_of(
+            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#,
+        );
+        assert!(
+            error.contains("keys[0].x") && error.contains("weak"),
+            "{error}"
+        );
+        let short = error_of(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA"}]}"#);
+        assert!(
+            short.contains("keys[0].x") && short.contains("32-byte"),
+            "{short}"
+        );
+    }
 }
