@@ -7,11 +7,10 @@
 //! Configure-time only: errors name the key (`keys[2].n`) and are fatal for local keys.
 
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder as _};
-use jwt_simple::prelude::{
-    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, HS256Key, HS384Key, HS512Key, PS256PublicKey,
-    PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey,
-};
+use hmac::{Hmac, KeyInit as _};
+use rsa::{BoxedUint, pkcs1v15, pss};
 use serde::Deserialize;
+use sha2::{Sha256, Sha384, Sha512};
 
 use crate::config::InvalidConfig;
 
@@ -100,32 +99,34 @@ impl Algorithm {
     }
 }
 
-/// A key usable with exactly one algorithm.
+/// A key usable with exactly one algorithm. RSA-PSS keys expect the salt length equal to the
+/// hash length (RFC 7518 §3.5). HMAC keys are kept keyed (the key block already absorbed), so a
+/// verification clones the state instead of re-keying.
 pub enum Verifier {
     /// RS256.
-    Rs256(RS256PublicKey),
+    Rs256(pkcs1v15::VerifyingKey<Sha256>),
     /// RS384.
-    Rs384(RS384PublicKey),
+    Rs384(pkcs1v15::VerifyingKey<Sha384>),
     /// RS512.
-    Rs512(RS512PublicKey),
+    Rs512(pkcs1v15::VerifyingKey<Sha512>),
     /// PS256.
-    Ps256(PS256PublicKey),
+    Ps256(pss::VerifyingKey<Sha256>),
     /// PS384.
-    Ps384(PS384PublicKey),
+    Ps384(pss::VerifyingKey<Sha384>),
     /// PS512.
-    Ps512(PS512PublicKey),
+    Ps512(pss::VerifyingKey<Sha512>),
     /// ES256.
-    Es256(ES256PublicKey),
+    Es256(p256::ecdsa::VerifyingKey),
     /// ES384.
-    Es384(ES384PublicKey),
+    Es384(p384::ecdsa::VerifyingKey),
     /// EdDSA (Ed25519).
-    EdDsa(Ed25519PublicKey),
+    EdDsa(ed25519_dalek::VerifyingKey),
     /// HS256.
-    Hs256(HS256Key),
+    Hs256(Hmac<Sha256>),
     /// HS384.
-    Hs384(HS384Key),
+    Hs384(Hmac<Sha384>),
     /// HS512.
-    Hs512(HS512Key),
+    Hs512(Hmac<Sha512>),
 }
 
 /// One verification key.
@@ -211,7 +212,7 @@ fn modulus_bits(n: &[u8]) -> usize {
     }
 }
 
-fn bad_key(path: &str, e: &jwt_simple::Error) -> InvalidConfig {
+fn bad_key(path: &str, e: &impl std::fmt::Display) -> InvalidConfig {
     InvalidConfig::at(path, format!("is not a usable key: {e}"))
 }
 
@@ -310,27 +311,34 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
                         format!("RSA modulus of {bits} bits; at least {MIN_RSA_BITS} required"),
                     ));
                 }
-                let p = format!("{path}.n");
+                // RFC 8725 does not require it, but every IdP uses 65537 and small exponents
+                // have a history of padding-check attacks: refuse anything else.
+                if e.iter()
+                    .skip_while(|b| **b == 0)
+                    .copied()
+                    .collect::<Vec<u8>>()
+                    != [1, 0, 1]
+                {
+                    return Err(InvalidConfig::at(
+                        format!("{path}.e"),
+                        "is not 65537 (AQAB), the only RSA public exponent accepted",
+                    ));
+                }
+                let key = rsa::PublicKey::new(
+                    BoxedUint::from_be_slice_vartime(&n),
+                    BoxedUint::from_be_slice_vartime(&e),
+                )
+                .map_err(|e| bad_key(&format!("{path}.n"), &e))?;
                 for alg in algs {
+                    let key = key.clone();
                     let v = match alg {
-                        Algorithm::Rs256 => {
-                            RS256PublicKey::from_components(&n, &e).map(Verifier::Rs256)
-                        }
-                        Algorithm::Rs384 => {
-                            RS384PublicKey::from_components(&n, &e).map(Verifier::Rs384)
-                        }
-                        Algorithm::Rs512 => {
-                            RS512PublicKey::from_components(&n, &e).map(Verifier::Rs512)
-                        }
-                        Algorithm::Ps256 => {
-                            PS256PublicKey::from_components(&n, &e).map(Verifier::Ps256)
-                        }
-                        Algorithm::Ps384 => {
-                            PS384PublicKey::from_components(&n, &e).map(Verifier::Ps384)
-                        }
-                        _ => PS512PublicKey::from_components(&n, &e).map(Verifier::Ps512),
-                    }
-                    .map_err(|e| bad_key(&p, &e))?;
+                        Algorithm::Rs256 => Verifier::Rs256(pkcs1v15::VerifyingKey::new(key)),
+                        Algorithm::Rs384 => Verifier::Rs384(pkcs1v15::VerifyingKey::new(key)),
+                        Algorithm::Rs512 => Verifier::Rs512(pkcs1v15::VerifyingKey::new(key)),
+                        Algorithm::Ps256 => Verifier::Ps256(pss::VerifyingKey::new(key)),
+                        Algorithm::Ps384 => Verifier::Ps384(pss::VerifyingKey::new(key)),
+                        _ => Verifier::Ps512(pss::VerifyingKey::new(key)),
+                    };
                     push(alg, v);
                 }
             }
@@ -343,20 +351,34 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
                 point.extend_from_slice(&y);
                 for alg in algs {
                     let v = if alg == Algorithm::Es256 {
-                        ES256PublicKey::from_bytes(&point).map(Verifier::Es256)
+                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(Verifier::Es256)
                     } else {
-                        ES384PublicKey::from_bytes(&point).map(Verifier::Es384)
+                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(Verifier::Es384)
                     }
-                    .map_err(|e| bad_key(&format!("{path}.x"), &e))?;
+                    .map_err(|_| {
+                        InvalidConfig::at(
+                            format!("{path}.x"),
+                            "is not a usable key: not a point on the curve",
+                        )
+                    })?;
                     push(alg, v);
                 }
             }
             "OKP" => {
                 let x = b64(&path, "x", jwk.x.as_ref())?;
                 for alg in algs {
-                    let v = Ed25519PublicKey::from_bytes(&x)
-                        .map(Verifier::EdDsa)
+                    let bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| {
+                        InvalidConfig::at(format!("{path}.x"), "is not a 32-byte Ed25519 key")
+                    })?;
+                    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
                         .map_err(|e| bad_key(&format!("{path}.x"), &e))?;
+                    if key.is_weak() {
+                        return Err(InvalidConfig::at(
+                            format!("{path}.x"),
+                            "is a weak (small-order) Ed25519 key",
+                        ));
+                    }
+                    let v = Verifier::EdDsa(key);
                     push(alg, v);
                 }
             }
@@ -384,10 +406,17 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
                             ),
                         ));
                     }
+                    // HMAC takes keys of any length: these cannot fail.
+                    let hmac_error =
+                        |e: hmac::digest::InvalidLength| bad_key(&format!("{path}.k"), &e);
                     let v = match alg {
-                        Algorithm::Hs256 => Verifier::Hs256(HS256Key::from_bytes(&k)),
-                        Algorithm::Hs384 => Verifier::Hs384(HS384Key::from_bytes(&k)),
-                        _ => Verifier::Hs512(HS512Key::from_bytes(&k)),
+                        Algorithm::Hs256 => {
+                            Verifier::Hs256(Hmac::new_from_slice(&k).map_err(hmac_error)?)
+                        }
+                        Algorithm::Hs384 => {
+                            Verifier::Hs384(Hmac::new_from_slice(&k).map_err(hmac_error)?)
+                        }
+                        _ => Verifier::Hs512(Hmac::new_from_slice(&k).map_err(hmac_error)?),
                     };
                     push(alg, v);
                 }
@@ -426,5 +455,46 @@ impl Algorithm {
             Self::Hs256 | Self::Hs384 | Self::Hs512 => Some(self.hmac_min_key_bytes()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    const N_2048: &str = "3QzXBjXpfdYr2uyTTvJmYioiR4JUowM3o7RAHznGWoCbZ_fyPHV_-igTeicUNMQEzh1dnfJO7NG4_fzEbaHW_NCzBRESavG7rLdClMER-59gEID77lRMf-94NZuyTlB2mvk8vLn9MW5kyFDJr5oVl03jpwF94AbOyk5fmxqtWHtnQ8ItAYODF8MFkU6_Fua_hoqWfDGhOYSXtn_qLxadK_VrSShu0VvoHNl2Jlrj7uCb8lyyJkTdi964jpQyZTwbcyYA3a9RaikHI2MfXuw7-nqZCOcAx2KePf7drmur9d7Oj0aaDoI50HTSiBk5wXDSIp8NnFwOObEjiRS-vj8IbQ";
+
+    fn error_of(jwks: &str) -> String {
+        parse_local(jwks, &Algorithm::ALL).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rsa_exponent_other_than_65537_is_refused() {
+        let ok = format!(r#"{{"keys":[{{"kty":"RSA","n":"{N_2048}","e":"AQAB"}}]}}"#);
+        assert_eq!(parse_local(&ok, &Algorithm::ALL).unwrap().keys.len(), 6);
+        let e3 = format!(r#"{{"keys":[{{"kty":"RSA","n":"{N_2048}","e":"Aw"}}]}}"#);
+        let error = error_of(&e3);
+        assert!(
+            error.contains("keys[0].e") && error.contains("65537"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn weak_ed25519_key_is_refused() {
+        let error = error_of(
+            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#,
+        );
+        assert!(
+            error.contains("keys[0].x") && error.contains("weak"),
+            "{error}"
+        );
+        let short = error_of(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA"}]}"#);
+        assert!(
+            short.contains("keys[0].x") && short.contains("32-byte"),
+            "{short}"
+        );
     }
 }
