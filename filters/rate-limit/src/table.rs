@@ -249,7 +249,9 @@ mod tests {
         buf.extend_from_slice(&u32::MAX.to_le_bytes());
         buf.extend_from_slice(&0u64.to_le_bytes());
         buf.extend_from_slice(&0u64.to_le_bytes());
-        let allowed = (0..10).filter(|_| charge(&mut buf, &spec, b"k", 1, SEC).allowed).count();
+        let allowed = (0..10)
+            .filter(|_| charge(&mut buf, &spec, b"k", 1, SEC).allowed)
+            .count();
         assert_eq!(allowed, 3);
     }
 
