@@ -414,7 +414,10 @@ fn fetch_of(
 
 /// The outcome of each waiting stream after a root callback: the token it was resumed with, or
 /// the local reply it got.
-fn outcomes(events: &[StreamEvent]) -> Vec<(StreamId, Result<String, (u32, String)>)> {
+/// A waiter's end: resumed with a token, or a local reply `(status, details)`.
+type WaiterOutcome = Result<String, (u32, String)>;
+
+fn outcomes(events: &[StreamEvent]) -> Vec<(StreamId, WaiterOutcome)> {
     events
         .iter()
         .map(|event| match event {

@@ -118,6 +118,10 @@ struct Budget {
 }
 
 impl Budget {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test's own run length (make fuzz-wasm), not filter configuration or time"
+    )]
     fn from_env() -> Self {
         let seconds = std::env::var("MESHWARD_FUZZ_SECONDS")
             .ok()
@@ -136,12 +140,20 @@ impl Budget {
         }
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test's own time budget, not the filter's clock"
+    )]
     /// Whether request `done` (0-based) of a share `1/parts` of the budget should run.
     fn more(&self, done: usize, parts: usize) -> bool {
         done < self.requests / parts.max(1) && self.deadline.is_none_or(|d| Instant::now() < d)
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test's seed (make fuzz-wasm), not filter configuration"
+)]
 fn seed() -> u64 {
     std::env::var("MESHWARD_FUZZ_SEED")
         .ok()
