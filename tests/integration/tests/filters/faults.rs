@@ -110,8 +110,8 @@ fn a_vm_crash_at_any_point_of_a_bucket_update_never_breaks_the_limit() {
         }
     }
     assert!(
-        crashed >= steps as u32 / 2,
-        "most budgets crash the VM: {crashed} of {steps}"
+        crashed >= steps as u32 / 3,
+        "budgets below the cost crash the VM: {crashed} of {steps}"
     );
     // Every worker's next stream runs on a fresh VM; charge until the bucket is empty.
     let mut after = 0u32;
