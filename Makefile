@@ -149,6 +149,63 @@ test: lint test-native test-wasm ## every test: lint, native + integration + e2e
 .PHONY: ci
 ci: test ## what CI runs
 
+# --- robustness ------------------------------------------------------------------------------
+
+# Coverage-guided fuzzing of the filters' pure logic with cargo-fuzz (libFuzzer), crate
+# tests/fuzz (outside the workspace, its own Cargo.lock; targets and input formats in its
+# README). cargo-fuzz needs nightly `-Z` flags: RUSTC_BOOTSTRAP=1 enables them on the stable
+# toolchain. No sanitizer: the code under test is safe Rust (no `unsafe` outside the wasm-only
+# ABI module), so ASan would only slow it; debug assertions (overflow checks) are on, so an
+# arithmetic overflow is a crash. What libFuzzer adds to the corpus stays under the target dir;
+# the committed seeds (tests/fuzz/seeds, from the test tables) are only read; a crash is written
+# to tests/fuzz/artifacts/<target>/ (ignored by git) — replay it with
+# `make fuzz FUZZ_TARGETS=<target> FUZZ_ARGS=tests/fuzz/artifacts/<target>/crash-…`.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?= config requests jwt trace_context net cookie bucket_table header_map
+FUZZ_ARGS ?=
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := RUSTC_BOOTSTRAP=1 $(TOOLS_DIR)/bin/cargo-fuzz
+FUZZ_FLAGS := --fuzz-dir tests/fuzz --sanitizer none --debug-assertions \
+  --target-dir $(or $(CARGO_TARGET_DIR),target)/fuzz
+FUZZ_CORPUS := $(or $(CARGO_TARGET_DIR),target)/fuzz/corpus
+
+.PHONY: fuzz-tools
+fuzz-tools: ## install cargo-fuzz into the tools directory
+	@if [ "$$($(TOOLS_DIR)/bin/cargo-fuzz --version 2>/dev/null | awk '{print $$2}')" != "$(CARGO_FUZZ_VERSION)" ]; then \
+	  echo "installing cargo-fuzz $(CARGO_FUZZ_VERSION) into $(TOOLS_DIR)"; \
+	  $(CARGO) install --quiet --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root $(TOOLS_DIR); \
+	fi
+
+.PHONY: fuzz
+fuzz: fuzz-tools ## fuzz the pure logic (cargo fuzz): each of the 8 targets FUZZ_SECONDS (default 30 s: ~4 min + build)
+	$(CARGO_FUZZ) build $(FUZZ_FLAGS)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_CORPUS)/$$t tests/fuzz/artifacts/$$t; \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  if [ -n "$(FUZZ_ARGS)" ]; then set -- $(FUZZ_ARGS); else set -- $(FUZZ_CORPUS)/$$t tests/fuzz/seeds/$$t; fi; \
+	  log=$(FUZZ_CORPUS)/../$$t.log; \
+	  if $(CARGO_FUZZ) run $(FUZZ_FLAGS) $$t "$$@" -- -max_total_time=$(FUZZ_SECONDS) \
+	      -artifact_prefix=tests/fuzz/artifacts/$$t/ -print_final_stats=1 > $$log 2>&1; then \
+	    grep -E '^(Done|stat::number_of_executed_units)' $$log || true; \
+	  else \
+	    grep -E -A12 'panicked|==[0-9]+==|SUMMARY|Test unit written' $$log | head -40; \
+	    echo "fuzz $$t: crash (full log: $$log; input in tests/fuzz/artifacts/$$t/)"; exit 1; \
+	  fi; \
+	done
+
+# The wasm-level fuzzing (tests/integration/tests/filters/fuzz_smoke.rs) for longer than the
+# 10,000 requests per filter and test that `make test` runs: FUZZ_WASM_SECONDS per test (or
+# FUZZ_WASM_REQUESTS), with a new seed each run (printed; FUZZ_WASM_SEED=<n> replays one).
+FUZZ_WASM_SECONDS ?= 120
+FUZZ_WASM_REQUESTS ?=
+FUZZ_WASM_SEED ?=
+
+.PHONY: fuzz-wasm
+fuzz-wasm: dist ## fuzz the real .wasm filters, the callout shape and the shipped chain: FUZZ_WASM_SECONDS per test (default 120; 4 tests)
+	@seed=$(or $(FUZZ_WASM_SEED),$$(date +%s%N)); echo "fuzz-wasm seed $$seed (replay: make fuzz-wasm FUZZ_WASM_SEED=$$seed)"; \
+	MESHWARD_FUZZ_SEED=$$seed $(if $(FUZZ_WASM_REQUESTS),MESHWARD_FUZZ_REQUESTS=$(FUZZ_WASM_REQUESTS),MESHWARD_FUZZ_SECONDS=$(FUZZ_WASM_SECONDS)) \
+	  $(CARGO) test --locked -p meshward-integration-tests --test filters fuzz_smoke -- --nocapture
+
 # --- run and measure --------------------------------------------------------------------------
 
 .PHONY: run

@@ -70,6 +70,7 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug)]
 struct Entry {
     token: Box<str>,
+    verified_at: u64,
     valid_until: u64,
     verified: Rc<Verified>,
     bytes: usize,
@@ -93,14 +94,15 @@ impl TokenCache {
         }
     }
 
-    /// The verified outputs of `token` if it is cached and still valid at `now`.
+    /// The verified outputs of `token` if it is cached and still valid at `now`. A clock that went
+    /// back before the verification is a miss: `nbf` (and everything else) is checked again.
     pub fn get(&mut self, token: &str, now: u64) -> Option<Rc<Verified>> {
         let key = key(token);
         let entry = self.entries.get(&key)?;
         if !same_token(entry.token.as_bytes(), token.as_bytes()) {
             return None;
         }
-        if now > entry.valid_until {
+        if now > entry.valid_until || now < entry.verified_at {
             self.remove(&key);
             return None;
         }
@@ -114,8 +116,14 @@ impl TokenCache {
         }
     }
 
-    /// Caches `verified` for `token` until `valid_until` (seconds).
-    pub fn insert(&mut self, token: &str, valid_until: u64, verified: Rc<Verified>) {
+    /// Caches `verified` for `token`, verified at `verified_at`, until `valid_until` (seconds).
+    pub fn insert(
+        &mut self,
+        token: &str,
+        verified_at: u64,
+        valid_until: u64,
+        verified: Rc<Verified>,
+    ) {
         let bytes = token.len() + verified.heap_bytes() + 128;
         if self.capacity == 0 || bytes > MAX_CACHE_BYTES {
             return;
@@ -134,6 +142,7 @@ impl TokenCache {
             key,
             Entry {
                 token: token.into(),
+                verified_at,
                 valid_until,
                 verified,
                 bytes,
@@ -171,7 +180,7 @@ mod tests {
         let mut cache = TokenCache::new(2);
         let v = Rc::new(Verified::default());
         for t in ["a", "b", "c"] {
-            cache.insert(t, 100, Rc::clone(&v));
+            cache.insert(t, 0, 100, Rc::clone(&v));
         }
         assert_eq!(cache.len(), 2);
         assert!(cache.get("a", 0).is_none());
@@ -181,7 +190,7 @@ mod tests {
         assert_eq!(cache.len(), 1);
         // Same key (last 32 bytes), different token: never a hit.
         let long = format!("A{}", "z".repeat(40));
-        cache.insert(&long, 100, Rc::clone(&v));
+        cache.insert(&long, 0, 100, Rc::clone(&v));
         assert!(cache.get(&format!("B{}", "z".repeat(40)), 0).is_none());
         assert!(cache.get(&long, 0).is_some());
         cache.remove(&key(&long));
@@ -190,5 +199,15 @@ mod tests {
         assert!(!same_token(b"1123456789abc", b"0123456789abc"));
         assert!(!same_token(b"0123456789abc", b"0123456789ab"));
         assert_eq!(token_fingerprint("abc"), "ba7816bf");
+    }
+
+    /// Regression (found by tests/integration/tests/filters/faults.rs): a token cached at 50 was
+    /// served at 10 after the clock stepped back, skipping its `nbf` check.
+    #[test]
+    fn a_clock_that_went_back_before_the_verification_misses() {
+        let mut cache = TokenCache::new(2);
+        cache.insert("t", 50, 100, Rc::new(Verified::default()));
+        assert!(cache.get("t", 50).is_some());
+        assert!(cache.get("t", 49).is_none());
     }
 }

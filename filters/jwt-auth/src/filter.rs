@@ -574,6 +574,7 @@ impl Filter {
         if let (Some(cache), Some(exp)) = (cache, verified.expires_at) {
             cache.borrow_mut().insert(
                 token,
+                now,
                 exp.saturating_add(p.clock_skew_seconds),
                 Rc::clone(&verified),
             );

@@ -170,7 +170,10 @@ pub fn charge(buf: &mut Vec<u8>, spec: &TableSpec, key: &[u8], cost: u32, now: u
     let found = records(buf).find(|r| buf.get(r.start + 1..r.tail) == Some(key));
     let mut out = Charge::default();
     let (record, mut state, last_used) = if let Some(record) = found {
-        (record, record.state(buf), record.last_used(buf))
+        // Foreign or corrupted shared data never grants more than a full bucket.
+        let mut state = record.state(buf);
+        state.tokens = state.tokens.min(bucket.max_tokens);
+        (record, state, record.last_used(buf))
     } else {
         let state = bucket.new_state(now);
         if len(buf) >= spec.capacity {
@@ -236,6 +239,21 @@ mod tests {
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
+
+    /// Regression (found by `make fuzz`, target bucket_table): a record holding more tokens than
+    /// the bucket's capacity (corrupted or foreign shared data) allowed that many requests.
+    #[test]
+    fn a_record_over_capacity_is_clamped_to_a_full_bucket() {
+        let spec = spec(4, Overflow::EvictLru);
+        let mut buf = vec![FORMAT, 1, b'k'];
+        buf.extend_from_slice(&u32::MAX.to_le_bytes());
+        buf.extend_from_slice(&0u64.to_le_bytes());
+        buf.extend_from_slice(&0u64.to_le_bytes());
+        let allowed = (0..10)
+            .filter(|_| charge(&mut buf, &spec, b"k", 1, SEC).allowed)
+            .count();
+        assert_eq!(allowed, 3);
+    }
 
     fn spec(capacity: usize, overflow: Overflow) -> TableSpec {
         TableSpec {

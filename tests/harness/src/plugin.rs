@@ -411,6 +411,21 @@ impl Plugin {
         }
     }
 
+    /// TEST-ONLY fault injection, not an Envoy feature: the fuel (≈ wasm instructions) each later
+    /// callback of `worker`'s current VM may use. A callback that runs out traps at that point, as
+    /// a VM crashing in the middle of its work (a bucket update, a callout answer); with
+    /// [`FailPolicy::Reload`] the replacement VM starts again with `spec.fuel_per_callback`.
+    ///
+    /// # Errors
+    /// Unknown worker.
+    pub fn set_worker_fuel(&mut self, worker: usize, fuel: u64) -> Result<(), HostError> {
+        self.workers
+            .get_mut(worker)
+            .ok_or(HostError::UnknownWorker(worker))?
+            .set_fuel_per_callback(fuel);
+        Ok(())
+    }
+
     /// The trap message if that worker's VM has failed.
     pub fn failure(&self, worker: usize) -> Option<&str> {
         self.workers.get(worker).and_then(|vm| vm.failed.as_deref())

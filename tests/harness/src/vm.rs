@@ -238,6 +238,11 @@ pub(crate) struct Vm {
 }
 
 impl Vm {
+    /// Test-only fault injection: the fuel each later callback of this VM may use.
+    pub(crate) fn set_fuel_per_callback(&mut self, fuel: u64) {
+        self.fuel_per_callback = fuel;
+    }
+
     /// Instantiates the module and runs `_initialize` (+ `main`) or `_start` with restricted hostcalls.
     pub(crate) fn instantiate(
         engine: &wasmtime::Engine,

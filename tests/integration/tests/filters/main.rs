@@ -13,6 +13,8 @@ mod ab_routing;
 mod abi_probe;
 mod callout;
 mod config_schema;
+mod crash_policy;
+mod faults;
 mod fuzz_smoke;
 mod jwt_auth;
 mod jwt_remote;

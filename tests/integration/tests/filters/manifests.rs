@@ -69,7 +69,7 @@ fn yaml_documents(path: &Path) -> Vec<Value> {
 }
 
 /// The manifests in `istio/` (top level; `istio/snippets/` holds Helm values, not resources).
-fn istio_manifests() -> Vec<(String, Value)> {
+pub(crate) fn istio_manifests() -> Vec<(String, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("istio"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
