@@ -51,7 +51,7 @@ file_of = $(subst -,_,$(call pkg_of,$(1))).wasm
 
 # The packages `make test` builds, lints and tests: every package in the workspace.
 CHECKED_PACKAGES := meshward-core $(foreach f,$(FILTERS) $(TEST_MODULES),$(call pkg_of,$(f))) \
-  meshward-host meshward-proxy meshward-integration-tests
+  meshward-host meshward-proxy meshward-integration-tests meshward-ratelimit-service
 
 .PHONY: help
 help: ## list targets
@@ -73,6 +73,25 @@ wasm-opt: ## install binaryen's wasm-opt (Debian package) when missing
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q >/dev/null && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q binaryen >/dev/null; }; \
 	  command -v wasm-opt >/dev/null || { echo "wasm-opt not found and binaryen could not be installed"; exit 1; }; }
+
+.PHONY: redis-server
+redis-server: ## install Debian's redis-server when missing (the rate limit service's Redis storage, started by tests)
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 || { \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends redis-server >/dev/null; }; \
+	  command -v redis-server >/dev/null || { echo "redis-server not found and could not be installed"; exit 1; }; }
+
+.PHONY: libclang
+libclang: ## install Debian's libclang-dev when missing (bindgen for RocksDB, which limitador's Redis storage drags in)
+	@ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || { \
+	  echo "installing libclang-dev with apt-get"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends libclang-dev >/dev/null 2>&1 || { \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends libclang-dev >/dev/null; }; }
 
 .PHONY: tools
 tools: targets ## install wasm-bindgen-test-runner matching Cargo.lock
@@ -141,6 +160,10 @@ test-native: dist ## native unit tests of every checked package (see CHECKED_PAC
 test-wasm: tools ## the core crate's tests on wasm32-unknown-unknown under Node (wasm-bindgen-test)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_BINDGEN_RUNNER) \
 	  $(CARGO) test --locked -p meshward-core --target wasm32-unknown-unknown
+
+.PHONY: test-redis
+test-redis: redis-server libclang ## the rate limit service on Limitador's Redis storage (builds RocksDB: ~10 min on 2 cores)
+	$(CARGO) test --locked -p meshward-ratelimit-service --features redis
 
 .PHONY: test
 test: lint test-native test-wasm ## every test: lint, native + integration + e2e tests, core tests under Node

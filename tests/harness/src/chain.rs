@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::grpc::{GrpcReply, PendingGrpcCall};
 use crate::plugin::{Phase, Plugin};
 use crate::shared::MetricValue;
 use crate::types::{
@@ -221,16 +222,44 @@ impl HttpOutcome {
     }
 }
 
+/// Answers the chain's unary gRPC calls (see [`Chain::with_grpc`]).
+pub type GrpcHandler = Box<dyn FnMut(&PendingGrpcCall) -> GrpcReply + Send>;
+
+/// A gRPC answerer for one `drive`: `None` leaves gRPC calls pending.
+type GrpcAnswer<'a> = &'a mut dyn FnMut(&PendingGrpcCall) -> Option<GrpcReply>;
+
 /// Filters in filter-chain order, like `http_filters` in Envoy's HCM.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Chain {
     plugins: Vec<Plugin>,
+    grpc: Option<GrpcHandler>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("plugins", &self.plugins)
+            .field("grpc", &self.grpc.is_some())
+            .finish()
+    }
 }
 
 impl Chain {
     /// A chain in filter order.
     pub fn new(plugins: Vec<Plugin>) -> Self {
-        Self { plugins }
+        Self {
+            plugins,
+            grpc: None,
+        }
+    }
+
+    /// Answers unary gRPC calls with `handler` when the filter that made them pauses (the dev
+    /// proxy sends them over HTTP/2 with [`crate::grpc::GrpcClient`]); without one they stay
+    /// pending.
+    #[must_use]
+    pub fn with_grpc(mut self, handler: GrpcHandler) -> Self {
+        self.grpc = Some(handler);
+        self
     }
 
     /// The plugins.
@@ -259,7 +288,9 @@ impl Chain {
         http_call: impl FnMut(&PendingHttpCall) -> CallReply,
     ) -> Result<HttpOutcome, HostError> {
         let mut refs: Vec<&mut Plugin> = self.plugins.iter_mut().collect();
-        drive(&mut refs, worker, request, upstream, http_call)
+        let grpc = &mut self.grpc;
+        let mut answer = |call: &PendingGrpcCall| grpc.as_mut().map(|handler| handler(call));
+        drive(&mut refs, worker, request, upstream, http_call, &mut answer)
     }
 }
 
@@ -298,6 +329,7 @@ impl Plugin {
             request,
             |_| response.take().unwrap_or_default(),
             http_call,
+            &mut |_| None,
         )
     }
 }
@@ -359,6 +391,7 @@ fn resolve(
     outcome: &PhaseOutcome,
     mut held: Held<'_>,
     http_call: &mut dyn FnMut(&PendingHttpCall) -> CallReply,
+    grpc: GrpcAnswer<'_>,
     acc: &mut Acc,
 ) -> Flow {
     match &outcome.action {
@@ -395,6 +428,24 @@ fn resolve(
                 events.extend(out.events);
             }
             acc.note_calls(plugin, stream);
+        }
+        let grpc_calls: Vec<PendingGrpcCall> = plugin
+            .pending_grpc_calls()
+            .into_iter()
+            .filter(|c| c.stream == Some(stream))
+            .collect();
+        for call in grpc_calls {
+            let Some(reply) = grpc(&call) else { continue };
+            answered = true;
+            if let Ok(out) = plugin.deliver_grpc_reply(call.id, reply) {
+                acc.logs.extend(out.logs);
+                acc.fuel += out.fuel;
+                acc.hostcalls += out.hostcalls;
+                if let Some(t) = out.trap {
+                    acc.traps.push(t);
+                }
+                events.extend(out.events);
+            }
         }
         events.extend(plugin.take_events());
         for event in events {
@@ -441,6 +492,7 @@ fn drive(
     request: Request,
     mut upstream: impl FnMut(&UpstreamRequest<'_>) -> Response,
     mut http_call: impl FnMut(&PendingHttpCall) -> CallReply,
+    grpc: GrpcAnswer<'_>,
 ) -> Result<HttpOutcome, HostError> {
     let filter_state = FilterState::new();
     let mut ids = Vec::with_capacity(plugins.len());
@@ -496,7 +548,7 @@ fn drive(
             } else {
                 Held::Headers(&mut trailers)
             };
-            match resolve(plugin, *id, &out, held, &mut http_call, &mut acc) {
+            match resolve(plugin, *id, &out, held, &mut http_call, grpc, &mut acc) {
                 Flow::Continue => {}
                 Flow::Reply(r) => {
                     request_action = out.action.clone();
@@ -574,7 +626,7 @@ fn drive(
                 } else {
                     Held::Headers(&mut response.trailers)
                 };
-                match resolve(plugin, *id, &out, held, &mut http_call, &mut acc) {
+                match resolve(plugin, *id, &out, held, &mut http_call, grpc, &mut acc) {
                     Flow::Continue => {}
                     Flow::Reply(r) => {
                         if phase == Phase::ResponseHeaders {

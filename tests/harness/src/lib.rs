@@ -9,7 +9,8 @@
 //!   rejected configuration as [`LoadError::Rejected`] (Envoy's NACK).
 //! * Per-request stepping: [`Plugin::new_stream_with`], [`Plugin::request_headers`], …,
 //!   [`Plugin::finish`]; callouts with [`Plugin::pending_http_calls`] /
-//!   [`Plugin::deliver_http_response`].
+//!   [`Plugin::deliver_http_response`]; unary gRPC callouts with [`Plugin::pending_grpc_calls`] /
+//!   [`Plugin::deliver_grpc_reply`], or over real HTTP/2 with [`Plugin::run_grpc_calls`].
 //! * Whole requests: [`Plugin::http_request`] (one plugin) and [`Chain::run`] (filter chain),
 //!   both returning an [`HttpOutcome`] that describes state, not call sequences.
 //!
@@ -34,6 +35,7 @@ mod chain;
 pub mod cli;
 mod clock;
 mod engine;
+pub mod grpc;
 mod plugin;
 mod properties;
 mod shared;
@@ -42,7 +44,9 @@ mod vm;
 pub mod wire;
 
 pub use abi::{ENV_IMPORTS, WASI_IMPORTS};
-pub use chain::{CallReply, Chain, HttpOutcome, PhaseRecord, Request, Response, UpstreamRequest};
+pub use chain::{
+    CallReply, Chain, GrpcHandler, HttpOutcome, PhaseRecord, Request, Response, UpstreamRequest,
+};
 pub use clock::{DEFAULT_MONOTONIC_START_NS, DEFAULT_WALL_START_NS, FakeClock, RandomSource};
 pub use engine::{HostEngine, Module};
 pub use plugin::{Phase, Plugin};

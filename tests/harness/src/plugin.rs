@@ -1157,6 +1157,114 @@ impl Plugin {
         Ok(out)
     }
 
+    /// Unary `grpc_call`s not answered (nor cancelled by the module) yet, worker by worker in
+    /// token order.
+    pub fn pending_grpc_calls(&self) -> Vec<crate::grpc::PendingGrpcCall> {
+        let mut out = Vec::new();
+        for (worker, vm) in self.workers.iter().enumerate() {
+            if vm.failed.is_some() {
+                continue;
+            }
+            for (token, call) in &vm.store.data().grpc_calls {
+                let stream = self
+                    .streams
+                    .iter()
+                    .find(|(_, r)| {
+                        r.worker == worker && r.ctx == call.ctx && r.generation == vm.generation
+                    })
+                    .map(|(id, _)| StreamId(*id));
+                out.push(crate::grpc::PendingGrpcCall {
+                    id: CallId {
+                        worker,
+                        token: *token,
+                    },
+                    cluster: call.cluster.clone(),
+                    authority: call.authority.clone(),
+                    service: call.service.clone(),
+                    method: call.method.clone(),
+                    metadata: call.metadata.clone(),
+                    message: call.message.clone(),
+                    timeout_ms: call.timeout_ms,
+                    stream,
+                });
+            }
+        }
+        out
+    }
+
+    /// Answers a pending unary `grpc_call` as Envoy's async client does: a message runs
+    /// `proxy_on_grpc_receive(root, token, size)` with the message readable as buffer 5; a
+    /// failure runs `proxy_on_grpc_close(root, token, code)` with `proxy_get_status` giving the
+    /// code and message. (Envoy passes no metadata callbacks for unary calls.)
+    ///
+    /// # Errors
+    /// Unknown worker, or a call that is not pending (answered, cancelled, or its VM reloaded).
+    pub fn deliver_grpc_reply(
+        &mut self,
+        call: CallId,
+        reply: crate::grpc::GrpcReply,
+    ) -> Result<CalloutOutcome, HostError> {
+        let vm = self
+            .workers
+            .get_mut(call.worker)
+            .ok_or(HostError::UnknownWorker(call.worker))?;
+        if vm.failed.is_some() {
+            return Ok(CalloutOutcome::default());
+        }
+        let state = vm.store.data_mut();
+        if state.grpc_calls.remove(&call.token).is_none() {
+            return Err(HostError::UnknownCall(call));
+        }
+        let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let out = match reply {
+            crate::grpc::GrpcReply::Message(message) => {
+                let size = as_i32(message.len());
+                state.status = (0, Vec::new());
+                state.grpc_message = Some(message);
+                self.root_callback(
+                    call.worker,
+                    "proxy_on_grpc_receive",
+                    (ROOT_CTX as i32, call.token as i32, size),
+                )
+            }
+            crate::grpc::GrpcReply::Status { code, message } => {
+                state.status = (code, message.into_bytes());
+                self.root_callback(
+                    call.worker,
+                    "proxy_on_grpc_close",
+                    (ROOT_CTX as i32, call.token as i32, code as i32),
+                )
+            }
+        };
+        if let Some(vm) = self.workers.get_mut(call.worker) {
+            let state = vm.store.data_mut();
+            state.grpc_message = None;
+            state.status = (0, Vec::new());
+        }
+        Ok(out)
+    }
+
+    /// Sends every pending gRPC call over HTTP/2 to its cluster's address
+    /// ([`SharedState::set_cluster_address`]) at once, waits for all answers (each bounded by
+    /// its own timeout → DEADLINE_EXCEEDED) and delivers them in token order. Calls made while
+    /// delivering are left pending (call again to send them). A call the module cancelled
+    /// meanwhile is dropped, as Envoy drops a cancelled call's answer.
+    pub fn run_grpc_calls(&mut self, client: &crate::grpc::BlockingGrpcClient) -> CalloutOutcome {
+        let calls = self.pending_grpc_calls();
+        let requests = calls
+            .iter()
+            .map(|call| (self.shared.cluster_address(&call.cluster), call.clone()))
+            .collect();
+        let replies = client.call_all(requests);
+        let mut out = CalloutOutcome::default();
+        for (call, reply) in calls.iter().zip(replies) {
+            if let Ok(o) = self.deliver_grpc_reply(call.id, reply) {
+                merge(&mut out, o);
+            }
+        }
+        out
+    }
+
     /// Calls `proxy_on_tick` on `worker`'s root now.
     ///
     /// # Errors

@@ -108,6 +108,8 @@ pub(crate) struct Tables {
     pub(crate) queue_notifications: Vec<(u64, Option<usize>, u32, u32)>,
     pub(crate) metrics: BTreeMap<String, MetricValue>,
     pub(crate) clusters: Option<BTreeSet<String>>,
+    /// Where gRPC callouts to a cluster go (see [`SharedState::set_cluster_address`]).
+    pub(crate) cluster_addresses: BTreeMap<String, std::net::SocketAddr>,
     /// Fault injection: CAS writes that find another worker's write before them.
     pub(crate) cas_races: Vec<CasRace>,
     pub(crate) cas_races_fired: u64,
@@ -208,6 +210,23 @@ impl SharedState {
     /// this is called every cluster name is accepted.
     pub fn set_clusters<S: Into<String>>(&self, clusters: impl IntoIterator<Item = S>) {
         self.tables().clusters = Some(clusters.into_iter().map(Into::into).collect());
+    }
+
+    /// Gives cluster `name` an address: gRPC callouts to it are sent there over HTTP/2
+    /// ([`crate::Plugin::run_grpc_calls`]). Also makes the name known when [`Self::set_clusters`]
+    /// restricted them. A cluster without an address answers gRPC calls with UNAVAILABLE.
+    pub fn set_cluster_address(&self, name: impl Into<String>, address: std::net::SocketAddr) {
+        let name = name.into();
+        let mut tables = self.tables();
+        if let Some(known) = tables.clusters.as_mut() {
+            known.insert(name.clone());
+        }
+        tables.cluster_addresses.insert(name, address);
+    }
+
+    /// The address of cluster `name`, if it has one.
+    pub fn cluster_address(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.tables().cluster_addresses.get(name).copied()
     }
 
     pub(crate) fn cluster_known(&self, name: &str) -> bool {

@@ -99,6 +99,20 @@ pub(crate) struct NewCall {
     pub(crate) timeout_ms: u32,
 }
 
+/// A `grpc_call` not answered yet (live until delivered or cancelled; a reloaded VM starts with
+/// none, as Envoy cancels the calls of a destroyed VM).
+#[derive(Clone, Debug)]
+pub(crate) struct NewGrpcCall {
+    pub(crate) ctx: u32,
+    pub(crate) cluster: String,
+    pub(crate) authority: String,
+    pub(crate) service: String,
+    pub(crate) method: String,
+    pub(crate) metadata: HeaderMap,
+    pub(crate) message: Vec<u8>,
+    pub(crate) timeout_ms: u32,
+}
+
 /// State reachable from hostcalls through `Caller<'_, HostState>`.
 pub(crate) struct HostState {
     pub(crate) shared: SharedState,
@@ -123,6 +137,11 @@ pub(crate) struct HostState {
     pub(crate) next_metric_id: [u32; 3],
     pub(crate) next_call_n: u32,
     pub(crate) new_calls: Vec<NewCall>,
+    pub(crate) next_grpc_call_n: u32,
+    /// Live unary gRPC calls by token (`n*4 + 1`).
+    pub(crate) grpc_calls: BTreeMap<u32, NewGrpcCall>,
+    /// The message being delivered by `proxy_on_grpc_receive` (buffer type 5).
+    pub(crate) grpc_message: Option<Vec<u8>>,
     pub(crate) tick_period_ms: Option<u32>,
     pub(crate) deferred: Vec<Deferred>,
     pub(crate) route_cache_cleared: bool,
@@ -170,6 +189,9 @@ impl HostState {
             next_metric_id: [0, 1, 2],
             next_call_n: 0,
             new_calls: Vec::new(),
+            next_grpc_call_n: 0,
+            grpc_calls: BTreeMap::new(),
+            grpc_message: None,
             tick_period_ms: None,
             deferred: Vec::new(),
             route_cache_cleared: false,

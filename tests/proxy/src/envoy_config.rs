@@ -296,6 +296,23 @@ struct RawCluster {
     connect_timeout: Option<String>,
     lb_policy: Option<String>,
     load_assignment: RawLoadAssignment,
+    /// Either form switches the cluster to HTTP/2 (what gRPC services need); their contents
+    /// (window sizes…) do not matter to the dev proxy.
+    http2_protocol_options: Option<serde_yaml::Value>,
+    typed_extension_protocol_options: Option<serde_yaml::Value>,
+}
+
+/// Whether a YAML tree has the key `name` anywhere (e.g. `http2_protocol_options` inside
+/// `typed_extension_protocol_options.<HttpProtocolOptions>.explicit_http_config`).
+fn mentions_key(value: &serde_yaml::Value, name: &str) -> bool {
+    match value {
+        serde_yaml::Value::Mapping(map) => map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some(name) || mentions_key(v, name)),
+        serde_yaml::Value::Sequence(items) => items.iter().any(|v| mentions_key(v, name)),
+        serde_yaml::Value::Tagged(tagged) => mentions_key(&tagged.value, name),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,6 +414,9 @@ pub struct ClusterConfig {
     /// `host:port` of the first endpoint, as written in envoy.yaml (docker service names).
     pub address: String,
     pub connect_timeout: Duration,
+    /// Upstream speaks HTTP/2 (`http2_protocol_options`, directly or in
+    /// `typed_extension_protocol_options`): filters' gRPC callouts go there.
+    pub http2: bool,
 }
 
 /// Envoy's default route timeout.
@@ -811,12 +831,18 @@ fn validate_clusters(raw: Vec<RawCluster>) -> Result<BTreeMap<String, ClusterCon
                 format!("duplicate cluster `{}`", cluster.name),
             ));
         }
+        let http2 = cluster.http2_protocol_options.is_some()
+            || cluster
+                .typed_extension_protocol_options
+                .as_ref()
+                .is_some_and(|v| mentions_key(v, "http2_protocol_options"));
         clusters.insert(
             cluster.name.clone(),
             ClusterConfig {
                 name: cluster.name,
                 address,
                 connect_timeout,
+                http2,
             },
         );
     }
@@ -858,6 +884,33 @@ mod tests {
                 .iter()
                 .any(|r| matches!(r.action, RouteActionConfig::Weighted { .. }))
         );
+    }
+
+    #[test]
+    fn clusters_with_http2_options_are_http2() {
+        let base = repo_envoy_yaml();
+        let from = "        cluster_name: echo-v1\n";
+        assert!(base.contains(from));
+        assert!(
+            !parse(&base).unwrap().clusters.values().any(|c| c.http2),
+            "no shipped cluster is HTTP/2 yet"
+        );
+        let direct = base.replacen(
+            "    - name: echo-v1\n",
+            "    - name: echo-v1\n      http2_protocol_options: {}\n",
+            1,
+        );
+        let typed = base.replacen(
+            "    - name: echo-v1\n",
+            "    - name: echo-v1\n      typed_extension_protocol_options:\n        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n          explicit_http_config:\n            http2_protocol_options: {}\n",
+            1,
+        );
+        for yaml in [direct, typed] {
+            assert_ne!(yaml, base, "fixture text not found");
+            let config = parse(&yaml).unwrap();
+            assert!(config.clusters["echo-v1"].http2);
+            assert!(!config.clusters["jwks"].http2);
+        }
     }
 
     /// Each mutation of the shipped file must be refused, naming this path and reason.

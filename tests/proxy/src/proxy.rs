@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use meshward_host::grpc::{GrpcClient, GrpcReply, code};
 use meshward_host::{
-    CallReply, Chain, FailPolicy, HeaderMap, HostEngine, HttpCallResponse, HttpOutcome, LoadError,
-    LogLevel, PendingHttpCall, Plugin, PluginSpec, Request, Response, SharedState, StatsTag,
-    StreamInfo, UpstreamRequest,
+    CallReply, Chain, FailPolicy, GrpcHandler, HeaderMap, HostEngine, HttpCallResponse,
+    HttpOutcome, LoadError, LogLevel, PendingHttpCall, Plugin, PluginSpec, Request, Response,
+    SharedState, StatsTag, StreamInfo, UpstreamRequest,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -93,6 +94,16 @@ impl Proxy {
             };
             cluster.address.clone_from(address);
         }
+        // Filters' gRPC callouts go over HTTP/2 to the clusters configured for it; a name that
+        // does not resolve now leaves the cluster without an address (calls get UNAVAILABLE).
+        for cluster in clusters.values().filter(|c| c.http2) {
+            if let Some(address) = std::net::ToSocketAddrs::to_socket_addrs(&cluster.address)
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                shared.set_cluster_address(cluster.name.clone(), address);
+            }
+        }
 
         let engine = HostEngine::global().context("starting the wasm engine")?;
         let mut plugins = Vec::new();
@@ -143,7 +154,7 @@ impl Proxy {
             .map(|t| StatsTag::new(t.tag_name.clone(), t.regex.clone()))
             .collect();
         Ok(Self {
-            chain: Mutex::new(Chain::new(plugins)),
+            chain: Mutex::new(Chain::new(plugins).with_grpc(grpc_handler(shared.clone()))),
             shared,
             routes,
             clusters,
@@ -529,4 +540,17 @@ fn admin_response(proxy: &Proxy, request: &ServerRequest) -> Message {
             "the dev proxy's admin serves /ready and /stats/prometheus\n",
         ),
     }
+}
+
+/// Sends the chain's unary gRPC calls over HTTP/2 to their cluster's address (Envoy's gRPC
+/// async client). Runs on the chain's blocking thread, inside the server's runtime.
+fn grpc_handler(shared: SharedState) -> GrpcHandler {
+    let client = GrpcClient::new();
+    Box::new(move |call| {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return GrpcReply::status(code::UNAVAILABLE, "dev proxy: no runtime for gRPC");
+        };
+        let address = shared.cluster_address(&call.cluster);
+        runtime.block_on(client.call(address, call))
+    })
 }

@@ -5,12 +5,13 @@ use wasmtime::Linker;
 use super::mem::{Cx, enter, read, return_bytes, write_u32, write_u64};
 use super::status::{
     BAD_ARGUMENT, CAS_MISMATCH, EMPTY, INTERNAL_FAILURE, INVALID_MEMORY_ACCESS, NOT_FOUND, OK,
-    UNIMPLEMENTED,
+    PARSE_FAILURE, UNIMPLEMENTED,
 };
+use crate::grpc::{Target, resolve_target};
 use crate::properties::{self, FILTER_STATE_PREFIX};
 use crate::shared::{MetricType, MetricValue, Queue, WASM_STAT_PREFIX};
 use crate::types::{HeaderMap, LocalReply, LogLevel};
-use crate::vm::{Deferred, HostState, NewCall};
+use crate::vm::{Deferred, HostState, NewCall, NewGrpcCall};
 use crate::wire;
 
 pub(super) const NAMES: &[&str] = &[
@@ -133,10 +134,11 @@ fn buffer_bytes(state: &HostState, buffer_type: i32) -> Result<Vec<u8>, i32> {
             .as_ref()
             .map(|c| c.body.clone())
             .ok_or(NOT_FOUND),
+        5 => state.grpc_message.clone().ok_or(NOT_FOUND),
         6 => Ok(state.plugin.vm_configuration.clone()),
         7 if state.plugin_config_readable => Ok(state.plugin.configuration.clone()),
         8 => state.foreign_args.clone().ok_or(NOT_FOUND),
-        2 | 3 | 5 | 7 => Err(NOT_FOUND),
+        2 | 3 | 7 => Err(NOT_FOUND),
         _ => Err(BAD_ARGUMENT),
     }
 }
@@ -798,25 +800,61 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         E,
         "proxy_grpc_call",
         |mut c: Cx<'_>,
-         _a: i32,
-         _b: i32,
-         _c3: i32,
-         _d: i32,
-         _e: i32,
-         _f: i32,
-         _g: i32,
-         _h: i32,
-         _i: i32,
-         _j: i32,
-         _timeout: i32,
-         _ret: i32|
+         cluster_ptr: i32,
+         cluster_len: i32,
+         service_ptr: i32,
+         service_len: i32,
+         method_ptr: i32,
+         method_len: i32,
+         md_ptr: i32,
+         md_len: i32,
+         msg_ptr: i32,
+         msg_len: i32,
+         timeout: i32,
+         ret: i32|
          -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_grpc_call", false, false)?;
-            c.data_mut().log(
-                LogLevel::Warn,
-                "meshward-host: gRPC callouts are not implemented".to_owned(),
+            let (Some(cluster), Some(service), Some(method), Some(metadata), Some(message)) = (
+                read(&mut c, cluster_ptr, cluster_len),
+                read(&mut c, service_ptr, service_len),
+                read(&mut c, method_ptr, method_len),
+                read(&mut c, md_ptr, md_len),
+                read(&mut c, msg_ptr, msg_len),
+            ) else {
+                return Ok(INVALID_MEMORY_ACCESS);
+            };
+            let shared = c.data().shared.clone();
+            let (cluster, authority) =
+                match resolve_target(&cluster, |name| shared.cluster_known(name)) {
+                    Target::Cluster { name, authority } => (name, authority),
+                    Target::UnknownName => return Ok(PARSE_FAILURE),
+                    Target::Refused => return Ok(INTERNAL_FAILURE),
+                };
+            if timeout < 0 {
+                return Ok(BAD_ARGUMENT);
+            }
+            let state = c.data_mut();
+            state.next_grpc_call_n += 1;
+            let token = state.next_grpc_call_n.wrapping_mul(4).wrapping_add(1);
+            let ctx = state.acting_ctx();
+            state.grpc_calls.insert(
+                token,
+                NewGrpcCall {
+                    ctx,
+                    cluster,
+                    authority,
+                    service: string(&service),
+                    method: string(&method),
+                    metadata: decode_headers(&metadata),
+                    message,
+                    timeout_ms: timeout as u32,
+                },
             );
-            Ok(INTERNAL_FAILURE)
+            Ok(if write_u32(&mut c, ret, token) {
+                OK
+            } else {
+                INVALID_MEMORY_ACCESS
+            })
         },
     )?;
     linker.func_wrap(
@@ -852,17 +890,21 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         E,
         "proxy_grpc_cancel",
-        |mut c: Cx<'_>, _t: i32| -> wasmtime::Result<i32> {
+        |mut c: Cx<'_>, token: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_grpc_cancel", false, false)?;
-            Ok(NOT_FOUND)
+            // No callback follows; an answer already on its way is dropped.
+            let live = c.data_mut().grpc_calls.remove(&(token as u32)).is_some();
+            Ok(if live { OK } else { NOT_FOUND })
         },
     )?;
     linker.func_wrap(
         E,
         "proxy_grpc_close",
-        |mut c: Cx<'_>, _t: i32| -> wasmtime::Result<i32> {
+        |mut c: Cx<'_>, token: i32| -> wasmtime::Result<i32> {
             enter(&mut c, "proxy_grpc_close", false, false)?;
-            Ok(NOT_FOUND)
+            // For a unary call Envoy's close is a cancel.
+            let live = c.data_mut().grpc_calls.remove(&(token as u32)).is_some();
+            Ok(if live { OK } else { NOT_FOUND })
         },
     )?;
     linker.func_wrap(

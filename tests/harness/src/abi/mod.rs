@@ -18,6 +18,7 @@ pub(crate) mod status {
     pub(crate) const NOT_FOUND: i32 = 1;
     pub(crate) const BAD_ARGUMENT: i32 = 2;
     pub(crate) const SERIALIZATION_FAILURE: i32 = 3;
+    pub(crate) const PARSE_FAILURE: i32 = 4;
     pub(crate) const INVALID_MEMORY_ACCESS: i32 = 6;
     pub(crate) const EMPTY: i32 = 7;
     pub(crate) const CAS_MISMATCH: i32 = 8;

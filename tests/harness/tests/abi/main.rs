@@ -12,6 +12,7 @@
 
 mod bench_profile;
 mod chain;
+mod grpc;
 mod loading;
 mod noop;
 mod probe;
