@@ -257,7 +257,8 @@ pub struct PluginSpec {
     /// before the call is aborted as a trap. Envoy has no limit; this stops looping guests.
     pub fuel_per_callback: u64,
     /// Emulates Envoy < 1.33, where any request-header mutation by a Wasm filter clears the
-    /// route cache. Default false (Envoy ≥ 1.33: only `clear_route_cache` does).
+    /// route cache and the `clear_route_cache` foreign function does not exist (NotFound).
+    /// Default false (Envoy ≥ 1.33: only `clear_route_cache` does).
     pub legacy_clear_route_cache_on_header_mutation: bool,
 }
 
@@ -294,6 +295,12 @@ impl PluginSpec {
     /// Sets the number of worker VMs.
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// Emulates Envoy < 1.33 (see `legacy_clear_route_cache_on_header_mutation`).
+    pub fn with_legacy_route_cache(mut self, legacy: bool) -> Self {
+        self.legacy_clear_route_cache_on_header_mutation = legacy;
         self
     }
 

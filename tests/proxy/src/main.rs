@@ -28,6 +28,8 @@ USAGE:
 
   --wasm-dir DIR   replaces the directory of every vm_config.code.local.filename (e.g. dist)
   --workers N      worker VMs per filter, requests round-robin (default 2)
+  --envoy-before-1.33   route like Envoy < 1.33: a filter's request-header change re-routes,
+                   and the `clear_route_cache` foreign function does not exist
   --listen-port P / --admin-port P   override envoy.yaml's ports (0 = any free port); loopback only
 Each server prints `... listening on http://ADDR` once bound. Ctrl-C stops cleanly.";
 
@@ -36,6 +38,7 @@ struct Args {
     config: Option<PathBuf>,
     wasm_dir: Option<PathBuf>,
     workers: Option<usize>,
+    envoy_before_1_33: bool,
     listen_port: Option<u16>,
     admin_port: Option<u16>,
     cluster_addresses: BTreeMap<String, String>,
@@ -53,6 +56,7 @@ fn parse_args(raw: &[String]) -> anyhow::Result<Args> {
         match flag.as_str() {
             "--config" => args.config = Some(PathBuf::from(value()?)),
             "--wasm-dir" => args.wasm_dir = Some(PathBuf::from(value()?)),
+            "--envoy-before-1.33" => args.envoy_before_1_33 = true,
             "--workers" => {
                 let workers: usize = value()?.parse().context("--workers needs a number")?;
                 if workers == 0 {
@@ -145,6 +149,7 @@ async fn run(mode: &str, args: Args) -> anyhow::Result<()> {
                 wasm_dir: args.wasm_dir.clone(),
                 cluster_addresses: args.cluster_addresses.clone(),
                 workers: args.workers.unwrap_or(2),
+                envoy_before_1_33: args.envoy_before_1_33,
             };
             start_proxy(&config, &options, &args, &shutdown).await?;
         }
@@ -177,6 +182,7 @@ async fn run(mode: &str, args: Args) -> anyhow::Result<()> {
                 wasm_dir: args.wasm_dir.clone(),
                 cluster_addresses,
                 workers: args.workers.unwrap_or(2),
+                envoy_before_1_33: args.envoy_before_1_33,
             };
             let bound = start_proxy(&config, &options, &args, &shutdown).await?;
             println!("\nready — try these (Ctrl-C stops everything):\n");

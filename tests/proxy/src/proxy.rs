@@ -43,6 +43,9 @@ pub struct ProxyOptions {
     pub cluster_addresses: BTreeMap<String, String>,
     /// Worker VMs per filter (Envoy `--concurrency`).
     pub workers: usize,
+    /// Behave as Envoy < 1.33: request-header mutations by a filter clear the route cache, and
+    /// the `clear_route_cache` foreign function does not exist.
+    pub envoy_before_1_33: bool,
 }
 
 /// A loaded proxy: the chain, the routes and the clusters.
@@ -124,6 +127,7 @@ impl Proxy {
                 .with_vm_id(filter.vm_id.clone())
                 .with_configuration(filter.configuration.as_bytes().to_vec())
                 .with_workers(workers)
+                .with_legacy_route_cache(options.envoy_before_1_33)
                 .with_fail_policy(if filter.fail_open {
                     FailPolicy::FailOpen
                 } else {

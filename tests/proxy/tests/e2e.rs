@@ -499,6 +499,46 @@ impl Drop for TempDir {
     }
 }
 
+/// The same ab-routing routing as in `shipped_chain_…` (Envoy ≥ 1.33: the filter's
+/// `clear_route_cache` call re-routes), with the proxy behaving as Envoy < 1.33: no
+/// `clear_route_cache` function (NotFound), and the header the filter sets re-routes implicitly.
+#[test]
+fn ab_routing_variants_route_as_on_envoy_before_1_33() {
+    trace_id_wasm();
+    let mut proxy = Server::spawn(&[
+        "demo",
+        "--config",
+        "envoy-local/envoy.yaml",
+        "--wasm-dir",
+        "dist",
+        "--workers",
+        "2",
+        "--listen-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--envoy-before-1.33",
+    ]);
+    let (listener, _admin) = proxy_addresses(&mut proxy);
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..20 {
+        let user = format!("user-{n}");
+        let answer = get(&listener, "/ab/x", &[("x-user-id", &user)]);
+        let variant = answer
+            .header("x-meshward-ab")
+            .expect("variant echoed")
+            .to_owned();
+        let upstream = json(&answer)["upstream"].as_str().unwrap().to_owned();
+        assert_eq!(
+            upstream == "v2",
+            variant == "b",
+            "{user}: {variant} via {upstream}"
+        );
+        seen.insert(variant);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
 fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("meshward-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -963,6 +963,9 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(INVALID_MEMORY_ACCESS);
             };
             match name.as_slice() {
+                // Envoy < 1.33 has no such function: NotFound, and any request-header
+                // mutation clears the route cache instead (`with_writable_map`).
+                b"clear_route_cache" if c.data().plugin.legacy_route_cache => Ok(NOT_FOUND),
                 b"clear_route_cache" => {
                     c.data_mut().route_cache_cleared = true;
                     return_bytes(&mut c, &[], ret_ptr, ret_len)
