@@ -297,9 +297,10 @@ impl Rng {
     /// An answer to a callout: any status, random headers, a garbage or plausible body, a
     /// failure, or none at all.
     fn call_reply(&mut self) -> CallReply {
-        match self.below(6) {
+        match self.below(7) {
             0 => CallReply::Fail,
             1 => CallReply::Leave,
+            2 => CallReply::Timeout,
             _ => CallReply::Respond(self.call_response()),
         }
     }
@@ -737,6 +738,7 @@ fn random_callout_answers_never_trap_or_strand_a_waiter() {
                     let call = calls[rng.below(calls.len())].clone();
                     let answer = match rng.call_reply() {
                         CallReply::Respond(response) => Some(response),
+                        CallReply::Timeout => Some(HttpCallResponse::upstream_timeout()),
                         CallReply::Fail => None,
                         // Never answered: left pending for good.
                         CallReply::Leave => {

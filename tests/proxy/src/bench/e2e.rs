@@ -168,6 +168,7 @@ async fn run_inner(
         wasm_dir: Some(options.dist.clone()),
         cluster_addresses,
         workers: options.workers,
+        envoy_before_1_33: false,
     };
     let mut bare = config.clone();
     bare.wasm_filters.clear();
