@@ -372,7 +372,7 @@ fn a_verified_jwt_subject_keys_the_bucket_and_its_absence_falls_through() {
 /// Sends `limit` distinct client addresses (or as many as `budget` allows) through 4 VMs and
 /// checks that the shared-data key count never exceeds the configured bound and linear memory
 /// stays flat after the first 10,000 keys; returns how many were sent.
-fn distinct_keys_bounded(limit: u32, budget: Duration) -> u32 {
+fn distinct_keys_bounded(limit: u32) -> u32 {
     let config = r#"{"rules": [{"name": "ip", "key": {"type": "clientAddress"},
         "maxKeys": 4096, "entriesPerSlot": 8,
         "tokenBucket": {"maxTokens": 10, "fillInterval": "1s"}}]}"#;
@@ -381,12 +381,12 @@ fn distinct_keys_bounded(limit: u32, budget: Duration) -> u32 {
     let headers = HeaderMap::from_pairs([(":method", "GET"), (":path", "/"), (":authority", "x")]);
     #[allow(
         clippy::disallowed_methods,
-        reason = "the test's own time budget, not the filter's clock"
+        reason = "reported, never asserted: the wall time of the run"
     )]
     let started = Instant::now();
     let mut memory_after_warmup = 0;
     let mut sent = 0u32;
-    while sent < limit && started.elapsed() < budget {
+    while sent < limit {
         let worker = (sent as usize) % WORKERS;
         let info = StreamInfo {
             source_address: format!(
@@ -432,7 +432,6 @@ fn distinct_keys_bounded(limit: u32, budget: Duration) -> u32 {
         shared.metric_value("rule=.=ip;.;meshward_rate_limit_live_keys"),
         shared.metric_value("rule=.=ip;.;reason=.=lru;.;meshward_rate_limit_evictions_total"),
     );
-    assert!(sent >= 10_000, "too slow: {sent}");
     assert!(keys <= 1 + 512, "{keys} keys");
     assert!(bytes <= 1 + 512 * (1 + 8 * (1 + 5 + 20)), "{bytes} bytes");
     assert!(memory <= 4 << 20, "{memory} bytes of linear memory");
@@ -446,10 +445,12 @@ fn distinct_keys_bounded(limit: u32, budget: Duration) -> u32 {
     sent
 }
 
-/// Distinct client addresses for as long as ~20 s allow (up to 100,000).
+/// 30,000 distinct client addresses: the key space (4,096 keys) is full after the first 4,096, and
+/// memory is compared between 10,000 and 30,000 keys. A fixed count, not a time budget, so a
+/// loaded machine cannot make it fail (the 1,000,000 run below is the acceptance run).
 #[test]
 fn distinct_keys_keep_the_key_space_and_memory_bounded() {
-    distinct_keys_bounded(100_000, Duration::from_secs(20));
+    distinct_keys_bounded(30_000);
 }
 
 /// The acceptance run of issue #11: 1,000,000 distinct client addresses (several minutes in a
@@ -458,7 +459,7 @@ fn distinct_keys_keep_the_key_space_and_memory_bounded() {
 #[test]
 #[ignore = "1,000,000 requests take minutes: run explicitly with --ignored"]
 fn one_million_distinct_keys_keep_the_key_space_and_memory_bounded() {
-    let sent = distinct_keys_bounded(1_000_000, Duration::from_secs(3600));
+    let sent = distinct_keys_bounded(1_000_000);
     assert_eq!(sent, 1_000_000);
 }
 
