@@ -22,7 +22,7 @@ use bytes::Bytes;
 use meshward_proxy::http::{self, Message};
 use meshward_proxy::routing::weight_key_of;
 
-const START_TIMEOUT: Duration = Duration::from_secs(120);
+const START_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn repo_root() -> PathBuf {
