@@ -11,8 +11,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use meshward_host::{
-    Action, FailPolicy, HostEngine, HttpOutcome, Module, Plugin, PluginSpec, Request, Response,
-    SharedState,
+    Action, FailPolicy, HostEngine, HttpOutcome, LoadError, Module, Plugin, PluginSpec, Request,
+    Response, SharedState,
 };
 use serde_json::{Value, json};
 
@@ -108,6 +108,29 @@ fn try_load(config: &str) -> bool {
         &SharedState::new(),
     )
     .is_ok()
+}
+
+/// The configure-time error the filter logged for `config` (panics if it loads).
+pub(crate) fn rejection(config: &str) -> String {
+    let spec = PluginSpec::new("jwt-auth", "jwt_auth")
+        .with_vm_id("meshward_jwt_auth")
+        .with_configuration(config)
+        .with_fail_policy(FailPolicy::FailClosed);
+    match Plugin::load(
+        HostEngine::global().unwrap(),
+        &module(),
+        spec,
+        &SharedState::new(),
+    ) {
+        Ok(_) => panic!("accepted: {config:.300}"),
+        Err(LoadError::Rejected { logs, .. }) => logs
+            .iter()
+            .map(|l| l.message.as_str())
+            .find(|m| m.contains("invalid plugin config"))
+            .unwrap_or_default()
+            .to_owned(),
+        Err(e) => panic!("not a configuration refusal: {e:?}"),
+    }
 }
 
 pub(crate) fn claims() -> Value {
@@ -676,5 +699,90 @@ fn requirement_map_by_name_and_strip_failure_response() {
                "requirement_map": {"user": {"provider_name": "other"}}}),
     ] {
         assert!(!try_load(&bad.to_string()), "accepted: {bad}");
+    }
+}
+
+#[test]
+fn header_and_payload_in_metadata_with_space_delimited_claims() {
+    let mut plugin = load(&config_with(&provider(&json!({
+        "payload_in_metadata": "jwt_payload",
+        "header_in_metadata": "jwt_header",
+        "normalize_payload_in_metadata": {"space_delimited_claims": ["scope", "num", "absent"]}
+    }))));
+    let mut c = claims();
+    c["scope"] = json!(" read  write admin");
+    c["num"] = json!(7);
+    c["perm"] = json!("not listed");
+    let token = mint(Algorithm::ES256, &c, None);
+    let segment = |i: usize| -> Value {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(i).unwrap())
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let mut expected_payload = c.clone();
+    expected_payload["scope"] = json!(["read", "write", "admin"]);
+    // Fresh verification, then the cached one: the same metadata.
+    for round in ["fresh", "cached"] {
+        let out = send(&mut plugin, bearer(&token));
+        assert_allowed(&out);
+        let header: Value = serde_json::from_str(&out.property("jwt_header").unwrap()).unwrap();
+        assert_eq!(header, segment(0), "{round}");
+        assert_eq!(header["kid"], json!("ec-p256"));
+        let payload: Value = serde_json::from_str(&out.property("jwt_payload").unwrap()).unwrap();
+        assert_eq!(payload, expected_payload, "{round}");
+        // Claim headers see the token's own claims.
+        assert_eq!(upstream(&out, "x-roles").as_deref(), Some("admin,dev"));
+    }
+    // A refused token publishes nothing.
+    let mut expired = c.clone();
+    expired["exp"] = json!(NOW - 3600);
+    let out = send(&mut plugin, bearer(&mint(Algorithm::ES256, &expired, None)));
+    assert_denied(&out, 401, "Jwt is expired");
+    assert!(out.properties_set.is_empty(), "{:?}", out.properties_set);
+
+    // Without normalization the payload property is the token's own JSON, byte for byte.
+    let mut plain = load(&config_with(&provider(
+        &json!({"payload_in_metadata": "jwt_payload"}),
+    )));
+    let out = send(&mut plain, bearer(&token));
+    assert_allowed(&out);
+    let own = URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    assert_eq!(
+        out.property("jwt_payload").unwrap().as_bytes(),
+        own.as_slice()
+    );
+    assert_eq!(out.property("jwt_header"), None);
+
+    for (fields, expected) in [
+        (
+            json!({"normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]}}),
+            "providers.main.normalizePayloadInMetadata: has no effect without payloadInMetadata",
+        ),
+        (
+            json!({"payload_in_metadata": "p", "normalizePayloadInMetadata": {"spaceDelimitedClaims": ["scope", ""]}}),
+            "providers.main.normalizePayloadInMetadata.spaceDelimitedClaims[1]: must not be empty",
+        ),
+        (
+            json!({"payload_in_metadata": "p", "normalize_payload_in_metadata": {"space_delimited_claims": vec!["c"; 17]}}),
+            "providers.main.normalizePayloadInMetadata.spaceDelimitedClaims: at most 16 claims",
+        ),
+        (
+            json!({"payload_in_metadata": "p", "normalize_payload_in_metadata": {"scope": []}}),
+            "unknown field `scope`",
+        ),
+        (
+            json!({"header_in_metadata": "a b"}),
+            "providers.main.headerInMetadata: must be 1 to 128 characters",
+        ),
+        (
+            json!({"header_in_metadata": "same", "payload_in_metadata": "same"}),
+            "providers.main.headerInMetadata: must differ from payloadInMetadata",
+        ),
+    ] {
+        let error = rejection(&config_with(&provider(&fields)));
+        assert!(error.contains(expected), "{fields}: {error}");
     }
 }
