@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::jwks::{self, Algorithm, KeySet};
+use crate::pem;
 
 pub use meshward_core::config::{ConfigError, InvalidConfig};
 
@@ -189,7 +190,8 @@ pub struct RawProvider {
     pub allowed_algorithms: Option<Vec<String>>,
 }
 
-/// Envoy's `DataSource`: only `inline_string` (a JWKS document) is supported.
+/// Envoy's `DataSource`: only `inline_string` (a JWKS document or a PEM public key) is
+/// supported.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(
@@ -198,7 +200,8 @@ pub struct RawProvider {
     schemars(rename = "DataSource")
 )]
 pub struct RawDataSource {
-    /// A JWKS document (RFC 7517 JSON).
+    /// A JWKS document (RFC 7517 JSON), or one PEM public key (`BEGIN PUBLIC KEY`: RSA, EC
+    /// P-256/P-384, Ed25519; `BEGIN RSA PUBLIC KEY`).
     #[serde(alias = "inline_string")]
     pub inline_string: Option<String>,
 }
@@ -897,8 +900,12 @@ fn provider(
                 .ok_or_else(|| {
                     InvalidConfig::at("localJwks.inlineString", "is required (or remoteJwks)")
                 })?;
-            let keys = jwks::parse_local(jwks_text, &algorithms)
-                .map_err(|e| e.within("localJwks.inlineString"))?;
+            let keys = if pem::looks_like_pem(jwks_text) {
+                pem::parse(jwks_text, &algorithms)
+            } else {
+                jwks::parse_local(jwks_text, &algorithms)
+            }
+            .map_err(|e| e.within("localJwks.inlineString"))?;
             (keys, None)
         }
     };
