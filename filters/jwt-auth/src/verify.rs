@@ -574,6 +574,24 @@ mod tests {
     }
 
     #[test]
+    fn space_delimited_claims_split_into_words_and_nothing_else_changes() {
+        let text = br#"{"scope":" read  write ","n":1,"sub":"a b"}"#.to_vec();
+        let claims: Map<String, Value> = serde_json::from_slice(&text).unwrap_or_default();
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let published = published_payload(text.clone(), claims.clone(), &names(&["scope", "n"]));
+        let value: Value = serde_json::from_slice(&published).unwrap_or_default();
+        assert_eq!(
+            value,
+            serde_json::json!({"scope": ["read", "write"], "n": 1, "sub": "a b"})
+        );
+        // Nothing to split: the token's own bytes.
+        assert_eq!(
+            published_payload(text.clone(), claims, &names(&["n", "absent"])),
+            text
+        );
+    }
+
+    #[test]
     fn claims_render_as_header_text() {
         let claims: Map<String, Value> = serde_json::from_str(
             r#"{"a": {"b": ["x", 2, true]}, "n": 1.5, "o": {"p": 1}, "bad": "a\nb"}"#,
