@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::jwks::{self, Algorithm, KeySet};
+use crate::pem;
 
 pub use meshward_core::config::{ConfigError, InvalidConfig};
 
@@ -37,6 +38,8 @@ pub const MAX_CACHE_ENTRIES: u32 = 10_000;
 pub const MAX_OUTPUT_HEADERS: usize = 12;
 /// Most providers.
 pub const MAX_PROVIDERS: usize = 32;
+/// Most `normalize_payload_in_metadata.space_delimited_claims`.
+pub const MAX_SPACE_DELIMITED_CLAIMS: usize = 16;
 /// Deepest nesting of `requires_any` / `requires_all`.
 pub const MAX_REQUIREMENT_DEPTH: usize = 8;
 
@@ -163,6 +166,12 @@ pub struct RawProvider {
     /// Publish the verified payload (JSON) as the filter-state property of this name.
     #[serde(alias = "payload_in_metadata")]
     pub payload_in_metadata: Option<String>,
+    /// Publish the verified token's header (JSON) as the filter-state property of this name.
+    #[serde(alias = "header_in_metadata")]
+    pub header_in_metadata: Option<String>,
+    /// How the payload published by `payload_in_metadata` is normalized.
+    #[serde(alias = "normalize_payload_in_metadata")]
+    pub normalize_payload_in_metadata: Option<RawNormalizePayload>,
     /// Copy claims into request headers (replacing any value the client sent).
     #[serde(alias = "claim_to_headers")]
     pub claim_to_headers: Option<Vec<RawClaimToHeader>>,
@@ -181,7 +190,8 @@ pub struct RawProvider {
     pub allowed_algorithms: Option<Vec<String>>,
 }
 
-/// Envoy's `DataSource`: only `inline_string` (a JWKS document) is supported.
+/// Envoy's `DataSource`: only `inline_string` (a JWKS document or a PEM public key) is
+/// supported.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(
@@ -190,7 +200,8 @@ pub struct RawProvider {
     schemars(rename = "DataSource")
 )]
 pub struct RawDataSource {
-    /// A JWKS document (RFC 7517 JSON).
+    /// A JWKS document (RFC 7517 JSON), or one PEM public key (`BEGIN PUBLIC KEY`: RSA, EC
+    /// P-256/P-384, Ed25519; `BEGIN RSA PUBLIC KEY`).
     #[serde(alias = "inline_string")]
     pub inline_string: Option<String>,
 }
@@ -331,6 +342,21 @@ pub struct RawClaimToHeader {
     pub claim_name: String,
 }
 
+/// Envoy's `JwtProvider.NormalizePayload`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "NormalizePayload")
+)]
+pub struct RawNormalizePayload {
+    /// Top-level claims that, when they are strings, are published split on spaces into arrays
+    /// of strings (`"scope": "read write"` becomes `["read", "write"]`); at most 16.
+    #[serde(alias = "space_delimited_claims")]
+    pub space_delimited_claims: Option<Vec<String>>,
+}
+
 /// Envoy's `JwtCacheConfig`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
@@ -445,6 +471,7 @@ meshward_core::object_only!(
     RawBackOff,
     RawJwtHeader,
     RawClaimToHeader,
+    RawNormalizePayload,
     RawJwtCacheConfig,
     RawRule,
     RawRequirement,
@@ -712,6 +739,10 @@ pub struct Provider {
     pub forward_payload_header: Option<String>,
     /// Payload property name.
     pub payload_in_metadata: Option<String>,
+    /// Header property name.
+    pub header_in_metadata: Option<String>,
+    /// Top-level claims published split on spaces (with `payload_in_metadata`).
+    pub space_delimited_claims: Vec<String>,
     /// Claims to headers.
     pub claim_to_headers: Vec<ClaimToHeader>,
     /// Leeway, seconds.
@@ -869,8 +900,12 @@ fn provider(
                 .ok_or_else(|| {
                     InvalidConfig::at("localJwks.inlineString", "is required (or remoteJwks)")
                 })?;
-            let keys = jwks::parse_local(jwks_text, &algorithms)
-                .map_err(|e| e.within("localJwks.inlineString"))?;
+            let keys = if pem::looks_like_pem(jwks_text) {
+                pem::parse(jwks_text, &algorithms)
+            } else {
+                jwks::parse_local(jwks_text, &algorithms)
+            }
+            .map_err(|e| e.within("localJwks.inlineString"))?;
             (keys, None)
         }
     };
@@ -942,6 +977,44 @@ fn provider(
         .as_deref()
         .map(|p| property_name("payloadInMetadata", p))
         .transpose()?;
+    let header_in_metadata = raw
+        .header_in_metadata
+        .as_deref()
+        .map(|p| property_name("headerInMetadata", p))
+        .transpose()?;
+    if header_in_metadata.is_some() && header_in_metadata == payload_in_metadata {
+        return Err(InvalidConfig::at(
+            "headerInMetadata",
+            "must differ from payloadInMetadata",
+        ));
+    }
+    let space_delimited_claims = match &raw.normalize_payload_in_metadata {
+        None => Vec::new(),
+        Some(normalize) => {
+            let claims = normalize.space_delimited_claims.clone().unwrap_or_default();
+            if payload_in_metadata.is_none() {
+                return Err(InvalidConfig::at(
+                    "normalizePayloadInMetadata",
+                    "has no effect without payloadInMetadata",
+                ));
+            }
+            if claims.len() > MAX_SPACE_DELIMITED_CLAIMS {
+                return Err(InvalidConfig::at(
+                    "normalizePayloadInMetadata.spaceDelimitedClaims",
+                    format!("at most {MAX_SPACE_DELIMITED_CLAIMS} claims"),
+                ));
+            }
+            for (i, claim) in claims.iter().enumerate() {
+                if claim.is_empty() {
+                    return Err(InvalidConfig::at(
+                        format!("normalizePayloadInMetadata.spaceDelimitedClaims[{i}]"),
+                        "must not be empty",
+                    ));
+                }
+            }
+            claims
+        }
+    };
     let cache = raw.jwt_cache_config.unwrap_or_default();
     let cache_entries = cache.jwt_cache_size.unwrap_or(DEFAULT_CACHE_ENTRIES);
     if cache_entries > MAX_CACHE_ENTRIES {
@@ -970,6 +1043,8 @@ fn provider(
         forward: raw.forward.unwrap_or(false),
         forward_payload_header,
         payload_in_metadata,
+        header_in_metadata,
+        space_delimited_claims,
         claim_to_headers,
         clock_skew_seconds: u64::from(clock_skew),
         clear_route_cache: raw.clear_route_cache.unwrap_or(false),

@@ -37,8 +37,9 @@ pub static SUBJECT_PROPERTY: PropertyPath = PropertyPath::from_static("meshward_
 pub static PROVIDER_PROPERTY: PropertyPath = PropertyPath::from_static("meshward_jwt_provider");
 /// Longest `realm` in `WWW-Authenticate`.
 const MAX_REALM: usize = 256;
-/// Most payload properties set on one request.
-const MAX_PAYLOAD_PROPERTIES: usize = 4;
+/// Most `payload_in_metadata`/`header_in_metadata` properties set on one request (the effects
+/// hold [`effects::MAX_PROPERTIES`], three of which are provider, issuer and subject).
+const MAX_METADATA_PROPERTIES: usize = effects::MAX_PROPERTIES - 3;
 
 fn request_header(name: &str) -> PropertyPath {
     PropertyPath::new(&["request", "headers", name])
@@ -160,6 +161,8 @@ pub struct Filter {
     location_paths: Vec<Option<PropertyPath>>,
     /// Per provider: the property of `payload_in_metadata`.
     payload_paths: Vec<Option<PropertyPath>>,
+    /// Per provider: the property of `header_in_metadata`.
+    header_paths: Vec<Option<PropertyPath>>,
     /// Per provider: its `remote_jwks` state on this VM.
     remotes: Vec<Option<RefCell<Remote>>>,
     /// Streams waiting for a remote key set (keyed by provider index).
@@ -196,6 +199,15 @@ impl Filter {
             .iter()
             .map(|p| {
                 p.payload_in_metadata
+                    .as_deref()
+                    .map(|n| PropertyPath::new(&[n]))
+            })
+            .collect();
+        let header_paths = config
+            .providers
+            .iter()
+            .map(|p| {
+                p.header_in_metadata
                     .as_deref()
                     .map(|n| PropertyPath::new(&[n]))
             })
@@ -244,6 +256,7 @@ impl Filter {
             caches,
             location_paths,
             payload_paths,
+            header_paths,
             remotes,
             waiters: RefCell::new(Waiters::new(remote::MAX_WAITERS)),
             tick_ms: Cell::new(tick_ms),
@@ -1098,15 +1111,22 @@ impl Stream {
                 effects.set_property(&SUBJECT_PROPERTY, sub.as_bytes());
             }
         }
-        let mut payloads = 0;
+        let mut published = 0;
         for &p in &passed {
-            if let (Some(Some(path)), Some(Some(Ok(v)))) =
-                (filter.payload_paths.get(p), self.results.get(p))
-                && let Some(json) = &v.payload_json
-                && payloads < MAX_PAYLOAD_PROPERTIES
-            {
-                effects.set_property(path, json);
-                payloads += 1;
+            let Some(Some(Ok(v))) = self.results.get(p) else {
+                continue;
+            };
+            let metadata = [
+                (filter.payload_paths.get(p), &v.payload_json),
+                (filter.header_paths.get(p), &v.header_json),
+            ];
+            for (path, json) in metadata {
+                if let (Some(Some(path)), Some(json)) = (path, json)
+                    && published < MAX_METADATA_PROPERTIES
+                {
+                    effects.set_property(path, json);
+                    published += 1;
+                }
             }
         }
         effects.clear_route_cache = wrote

@@ -133,6 +133,8 @@ pub enum Verifier {
 pub struct Key {
     /// `kid`, if the JWK had one.
     pub kid: Option<String>,
+    /// Matches a token whatever its `kid` (a PEM provider's only key).
+    pub any_kid: bool,
     /// The algorithm it verifies.
     pub algorithm: Algorithm,
     /// The key.
@@ -157,7 +159,8 @@ pub struct KeySet {
 
 impl KeySet {
     /// The keys that may verify a token with `alg` and `kid`: with a `kid`, only keys with that
-    /// `kid` (no fallback to other keys); without one, every key of that algorithm.
+    /// `kid` (no fallback to other keys) or the single key of a PEM provider; without one, every
+    /// key of that algorithm.
     pub fn candidates<'a>(
         &'a self,
         alg: Algorithm,
@@ -166,7 +169,7 @@ impl KeySet {
         self.keys.iter().filter(move |k| {
             k.algorithm == alg
                 && match kid {
-                    Some(kid) => k.kid.as_deref() == Some(kid),
+                    Some(kid) => k.any_kid || k.kid.as_deref() == Some(kid),
                     None => true,
                 }
         })
@@ -216,6 +219,212 @@ fn bad_key(path: &str, e: &impl std::fmt::Display) -> InvalidConfig {
     InvalidConfig::at(path, format!("is not a usable key: {e}"))
 }
 
+/// Public key material, decoded from a JWK or a PEM block, before it becomes verifiers.
+pub enum Material {
+    /// RSA modulus and public exponent (big-endian).
+    Rsa {
+        /// Modulus.
+        n: Vec<u8>,
+        /// Public exponent.
+        e: Vec<u8>,
+    },
+    /// An uncompressed SEC1 point (`04 || x || y`) on the curve of the family (P-256 or P-384).
+    Ec {
+        /// The point.
+        point: Vec<u8>,
+    },
+    /// An Ed25519 public key.
+    Ed25519 {
+        /// The 32-byte key.
+        x: Vec<u8>,
+    },
+    /// An HMAC secret.
+    Oct {
+        /// The secret.
+        k: Vec<u8>,
+    },
+}
+
+/// The algorithms each key type may verify (RFC 8725 §3.1).
+pub const RSA_FAMILY: &[Algorithm] = &[
+    Algorithm::Rs256,
+    Algorithm::Rs384,
+    Algorithm::Rs512,
+    Algorithm::Ps256,
+    Algorithm::Ps384,
+    Algorithm::Ps512,
+];
+/// P-256 keys.
+pub const P256_FAMILY: &[Algorithm] = &[Algorithm::Es256];
+/// P-384 keys.
+pub const P384_FAMILY: &[Algorithm] = &[Algorithm::Es384];
+/// Ed25519 keys.
+pub const ED25519_FAMILY: &[Algorithm] = &[Algorithm::EdDsa];
+/// Symmetric keys.
+pub const OCT_FAMILY: &[Algorithm] = &[Algorithm::Hs256, Algorithm::Hs384, Algorithm::Hs512];
+
+/// One key ready to become verifiers: who it is, what it may verify, and its material.
+pub struct KeySpec<'a> {
+    /// `kid`, if any.
+    pub kid: Option<&'a str>,
+    /// The algorithms of its type, narrowed to one by a JWK `alg`.
+    pub family: &'a [Algorithm],
+    /// Pinned by a JWK `alg`.
+    pub pinned: Option<Algorithm>,
+    /// The material.
+    pub material: Material,
+    /// Where a problem with a member of the key is reported: `keys[2]` + `.n` for a JWK; the
+    /// PEM text itself for a PEM key (`None`).
+    pub path: Option<&'a str>,
+    /// Verifies tokens whatever their `kid` (the single key of a PEM provider: there is no other
+    /// key to confuse it with).
+    pub any_kid: bool,
+}
+
+impl KeySpec<'_> {
+    fn at(&self, member: &str) -> String {
+        self.path
+            .map_or_else(String::new, |p| format!("{p}.{member}"))
+    }
+}
+
+/// Adds one verifier per algorithm of `spec.family` that is `allowed` (and `spec.pinned`, if
+/// any), refusing weak keys: RSA below [`MIN_RSA_BITS`] or with `e` ≠ 65537, points off the
+/// curve, small-order Ed25519 keys, HMAC keys shorter than RFC 7518 §3.2 asks.
+pub fn add_key(
+    set: &mut KeySet,
+    spec: &KeySpec<'_>,
+    allowed: &[Algorithm],
+) -> Result<(), InvalidConfig> {
+    let algs: Vec<Algorithm> = spec
+        .family
+        .iter()
+        .copied()
+        .filter(|a| spec.pinned.is_none_or(|p| p == *a) && allowed.contains(a))
+        .collect();
+    let mut push = |algorithm: Algorithm, verifier: Verifier| {
+        set.keys.push(Key {
+            kid: spec.kid.map(str::to_owned),
+            any_kid: spec.any_kid,
+            algorithm,
+            verifier,
+        });
+    };
+    match &spec.material {
+        Material::Rsa { n, e } => {
+            let bits = modulus_bits(n);
+            if bits < MIN_RSA_BITS {
+                return Err(InvalidConfig::at(
+                    spec.at("n"),
+                    format!("RSA modulus of {bits} bits; at least {MIN_RSA_BITS} required"),
+                ));
+            }
+            // RFC 8725 does not require it, but every IdP uses 65537 and small exponents
+            // have a history of padding-check attacks: refuse anything else.
+            if e.iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect::<Vec<u8>>()
+                != [1, 0, 1]
+            {
+                return Err(InvalidConfig::at(
+                    spec.at("e"),
+                    "is not 65537 (AQAB), the only RSA public exponent accepted",
+                ));
+            }
+            let key = rsa::PublicKey::new(
+                BoxedUint::from_be_slice_vartime(n),
+                BoxedUint::from_be_slice_vartime(e),
+            )
+            .map_err(|e| bad_key(&spec.at("n"), &e))?;
+            for alg in algs {
+                let key = key.clone();
+                let v = match alg {
+                    Algorithm::Rs256 => Verifier::Rs256(pkcs1v15::VerifyingKey::new(key)),
+                    Algorithm::Rs384 => Verifier::Rs384(pkcs1v15::VerifyingKey::new(key)),
+                    Algorithm::Rs512 => Verifier::Rs512(pkcs1v15::VerifyingKey::new(key)),
+                    Algorithm::Ps256 => Verifier::Ps256(pss::VerifyingKey::new(key)),
+                    Algorithm::Ps384 => Verifier::Ps384(pss::VerifyingKey::new(key)),
+                    _ => Verifier::Ps512(pss::VerifyingKey::new(key)),
+                };
+                push(alg, v);
+            }
+        }
+        Material::Ec { point } => {
+            for alg in algs {
+                let v = if alg == Algorithm::Es256 {
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map(Verifier::Es256)
+                } else {
+                    p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map(Verifier::Es384)
+                }
+                .map_err(|_| {
+                    InvalidConfig::at(
+                        spec.at("x"),
+                        "is not a usable key: not a point on the curve",
+                    )
+                })?;
+                push(alg, v);
+            }
+        }
+        Material::Ed25519 { x } => {
+            for alg in algs {
+                let bytes: [u8; 32] = x
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| InvalidConfig::at(spec.at("x"), "is not a 32-byte Ed25519 key"))?;
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| bad_key(&spec.at("x"), &e))?;
+                if key.is_weak() {
+                    return Err(InvalidConfig::at(
+                        spec.at("x"),
+                        "is a weak (small-order) Ed25519 key",
+                    ));
+                }
+                let v = Verifier::EdDsa(key);
+                push(alg, v);
+            }
+        }
+        Material::Oct { k } => {
+            let usable: Vec<Algorithm> = algs
+                .iter()
+                .copied()
+                .filter(|a| spec.pinned.is_some() || k.len() >= a.hmac_min_key_bytes())
+                .collect();
+            if usable.is_empty() && !algs.is_empty() {
+                return Err(InvalidConfig::at(
+                    spec.at("k"),
+                    "is shorter than 32 bytes, too short for any HMAC algorithm (RFC 7518 §3.2)",
+                ));
+            }
+            for alg in usable {
+                if k.len() < alg.hmac_min_key_bytes() {
+                    return Err(InvalidConfig::at(
+                        spec.at("k"),
+                        format!(
+                            "{} needs a key of at least {} bytes (RFC 7518 §3.2)",
+                            alg.name(),
+                            alg.hmac_min_key_bytes()
+                        ),
+                    ));
+                }
+                // HMAC takes keys of any length: these cannot fail.
+                let hmac_error = |e: hmac::digest::InvalidLength| bad_key(&spec.at("k"), &e);
+                let v = match alg {
+                    Algorithm::Hs256 => {
+                        Verifier::Hs256(Hmac::new_from_slice(k).map_err(hmac_error)?)
+                    }
+                    Algorithm::Hs384 => {
+                        Verifier::Hs384(Hmac::new_from_slice(k).map_err(hmac_error)?)
+                    }
+                    _ => Verifier::Hs512(Hmac::new_from_slice(k).map_err(hmac_error)?),
+                };
+                push(alg, v);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses a local JWKS and keeps, per key, one verifier for each allowed algorithm its type
 /// supports. Every problem is an error (these keys come from the operator).
 pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidConfig> {
@@ -255,18 +464,11 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
             })?),
         };
         let family: &[Algorithm] = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
-            ("RSA", _) => &[
-                Algorithm::Rs256,
-                Algorithm::Rs384,
-                Algorithm::Rs512,
-                Algorithm::Ps256,
-                Algorithm::Ps384,
-                Algorithm::Ps512,
-            ],
-            ("EC", Some("P-256")) => &[Algorithm::Es256],
-            ("EC", Some("P-384")) => &[Algorithm::Es384],
-            ("OKP", Some("Ed25519")) => &[Algorithm::EdDsa],
-            ("oct", _) => &[Algorithm::Hs256, Algorithm::Hs384, Algorithm::Hs512],
+            ("RSA", _) => RSA_FAMILY,
+            ("EC", Some("P-256")) => P256_FAMILY,
+            ("EC", Some("P-384")) => P384_FAMILY,
+            ("OKP", Some("Ed25519")) => ED25519_FAMILY,
+            ("oct", _) => OCT_FAMILY,
             ("EC" | "OKP", crv) => {
                 return Err(InvalidConfig::at(
                     format!("{path}.crv"),
@@ -288,60 +490,11 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
                 format!("`{}` does not fit a `{}` key", alg.name(), jwk.kty),
             ));
         }
-        let algs: Vec<Algorithm> = family
-            .iter()
-            .copied()
-            .filter(|a| pinned.is_none_or(|p| p == *a) && allowed.contains(a))
-            .collect();
-        let mut push = |algorithm: Algorithm, verifier: Verifier| {
-            set.keys.push(Key {
-                kid: jwk.kid.clone(),
-                algorithm,
-                verifier,
-            });
-        };
-        match jwk.kty.as_str() {
-            "RSA" => {
-                let n = b64(&path, "n", jwk.n.as_ref())?;
-                let e = b64(&path, "e", jwk.e.as_ref())?;
-                let bits = modulus_bits(&n);
-                if bits < MIN_RSA_BITS {
-                    return Err(InvalidConfig::at(
-                        format!("{path}.n"),
-                        format!("RSA modulus of {bits} bits; at least {MIN_RSA_BITS} required"),
-                    ));
-                }
-                // RFC 8725 does not require it, but every IdP uses 65537 and small exponents
-                // have a history of padding-check attacks: refuse anything else.
-                if e.iter()
-                    .skip_while(|b| **b == 0)
-                    .copied()
-                    .collect::<Vec<u8>>()
-                    != [1, 0, 1]
-                {
-                    return Err(InvalidConfig::at(
-                        format!("{path}.e"),
-                        "is not 65537 (AQAB), the only RSA public exponent accepted",
-                    ));
-                }
-                let key = rsa::PublicKey::new(
-                    BoxedUint::from_be_slice_vartime(&n),
-                    BoxedUint::from_be_slice_vartime(&e),
-                )
-                .map_err(|e| bad_key(&format!("{path}.n"), &e))?;
-                for alg in algs {
-                    let key = key.clone();
-                    let v = match alg {
-                        Algorithm::Rs256 => Verifier::Rs256(pkcs1v15::VerifyingKey::new(key)),
-                        Algorithm::Rs384 => Verifier::Rs384(pkcs1v15::VerifyingKey::new(key)),
-                        Algorithm::Rs512 => Verifier::Rs512(pkcs1v15::VerifyingKey::new(key)),
-                        Algorithm::Ps256 => Verifier::Ps256(pss::VerifyingKey::new(key)),
-                        Algorithm::Ps384 => Verifier::Ps384(pss::VerifyingKey::new(key)),
-                        _ => Verifier::Ps512(pss::VerifyingKey::new(key)),
-                    };
-                    push(alg, v);
-                }
-            }
+        let material = match jwk.kty.as_str() {
+            "RSA" => Material::Rsa {
+                n: b64(&path, "n", jwk.n.as_ref())?,
+                e: b64(&path, "e", jwk.e.as_ref())?,
+            },
             "EC" => {
                 let x = b64(&path, "x", jwk.x.as_ref())?;
                 let y = b64(&path, "y", jwk.y.as_ref())?;
@@ -349,79 +502,24 @@ pub fn parse_local(text: &str, allowed: &[Algorithm]) -> Result<KeySet, InvalidC
                 point.push(4u8);
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                for alg in algs {
-                    let v = if alg == Algorithm::Es256 {
-                        p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(Verifier::Es256)
-                    } else {
-                        p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(Verifier::Es384)
-                    }
-                    .map_err(|_| {
-                        InvalidConfig::at(
-                            format!("{path}.x"),
-                            "is not a usable key: not a point on the curve",
-                        )
-                    })?;
-                    push(alg, v);
-                }
+                Material::Ec { point }
             }
-            "OKP" => {
-                let x = b64(&path, "x", jwk.x.as_ref())?;
-                for alg in algs {
-                    let bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| {
-                        InvalidConfig::at(format!("{path}.x"), "is not a 32-byte Ed25519 key")
-                    })?;
-                    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                        .map_err(|e| bad_key(&format!("{path}.x"), &e))?;
-                    if key.is_weak() {
-                        return Err(InvalidConfig::at(
-                            format!("{path}.x"),
-                            "is a weak (small-order) Ed25519 key",
-                        ));
-                    }
-                    let v = Verifier::EdDsa(key);
-                    push(alg, v);
-                }
-            }
-            _ => {
-                let k = b64(&path, "k", jwk.k.as_ref())?;
-                let usable: Vec<Algorithm> = algs
-                    .iter()
-                    .copied()
-                    .filter(|a| pinned.is_some() || k.len() >= a.hmac_min_key_bytes())
-                    .collect();
-                if usable.is_empty() && !algs.is_empty() {
-                    return Err(InvalidConfig::at(
-                        format!("{path}.k"),
-                        "is shorter than 32 bytes, too short for any HMAC algorithm (RFC 7518 §3.2)",
-                    ));
-                }
-                for alg in usable {
-                    if k.len() < alg.hmac_min_key_bytes() {
-                        return Err(InvalidConfig::at(
-                            format!("{path}.k"),
-                            format!(
-                                "{} needs a key of at least {} bytes (RFC 7518 §3.2)",
-                                alg.name(),
-                                alg.hmac_min_key_bytes()
-                            ),
-                        ));
-                    }
-                    // HMAC takes keys of any length: these cannot fail.
-                    let hmac_error =
-                        |e: hmac::digest::InvalidLength| bad_key(&format!("{path}.k"), &e);
-                    let v = match alg {
-                        Algorithm::Hs256 => {
-                            Verifier::Hs256(Hmac::new_from_slice(&k).map_err(hmac_error)?)
-                        }
-                        Algorithm::Hs384 => {
-                            Verifier::Hs384(Hmac::new_from_slice(&k).map_err(hmac_error)?)
-                        }
-                        _ => Verifier::Hs512(Hmac::new_from_slice(&k).map_err(hmac_error)?),
-                    };
-                    push(alg, v);
-                }
-            }
-        }
+            "OKP" => Material::Ed25519 {
+                x: b64(&path, "x", jwk.x.as_ref())?,
+            },
+            _ => Material::Oct {
+                k: b64(&path, "k", jwk.k.as_ref())?,
+            },
+        };
+        let spec = KeySpec {
+            kid: jwk.kid.as_deref(),
+            family,
+            pinned,
+            material,
+            path: Some(&path),
+            any_kid: false,
+        };
+        add_key(&mut set, &spec, allowed)?;
     }
     Ok(set)
 }

@@ -5,7 +5,7 @@
 //! for each request: the first `rules` entry whose Envoy `RouteMatch` holds names a requirement
 //! (a provider, any/all of several, allow-missing); the token is read from the provider's
 //! locations (at most one may hold one), verified ([`verify`]) against the provider's local JWKS
-//! or its remote JWKS, fetched once for all worker VMs and shared through shared data
+//! (or a PEM public key, [`pem`]) or its remote JWKS, fetched once for all worker VMs and shared through shared data
 //! ([`remote`]), cached per VM ([`cache`]); then claims are written to headers (replacing what
 //! the client sent: every header the filter may write is stripped from every request), the token
 //! header is removed unless `forward`, and issuer/subject are published as properties — or the
@@ -17,6 +17,7 @@ pub mod cache;
 pub mod config;
 pub mod filter;
 pub mod jwks;
+pub mod pem;
 pub mod remote;
 pub mod verify;
 

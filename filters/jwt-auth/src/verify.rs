@@ -194,8 +194,12 @@ pub struct Verified {
     pub claim_values: Vec<Option<String>>,
     /// The payload segment (base64url JSON), when the provider forwards it.
     pub payload_b64: Option<String>,
-    /// The payload JSON, when the provider publishes it as a property.
+    /// The payload JSON, when the provider publishes it as a property (with its
+    /// `space_delimited_claims` split into arrays).
     pub payload_json: Option<Vec<u8>>,
+    /// The header JSON (at most [`MAX_HEADER_BYTES`]), when the provider publishes it as a
+    /// property.
+    pub header_json: Option<Vec<u8>>,
 }
 
 impl Verified {
@@ -211,6 +215,7 @@ impl Verified {
                 .sum::<usize>()
             + self.payload_b64.as_ref().map_or(0, String::len)
             + self.payload_json.as_ref().map_or(0, Vec::len)
+            + self.header_json.as_ref().map_or(0, Vec::len)
     }
 
     /// Whether one of `accepted` is among the token's audiences (always true when `accepted` is
@@ -361,6 +366,34 @@ pub fn claim_text(claims: &Map<String, Value>, path: &[String]) -> Option<String
         other => scalar_text(other)?,
     };
     (!text.bytes().any(|b| b.is_ascii_control())).then_some(text)
+}
+
+/// The payload as published by `payload_in_metadata`: the token's own JSON, or, with
+/// `space_delimited_claims`, the claims re-serialized with each of those top-level claims that
+/// is a string split on spaces into an array of its non-empty words (as Envoy).
+fn published_payload(
+    payload_json: Vec<u8>,
+    mut claims: Map<String, Value>,
+    space_delimited: &[String],
+) -> Vec<u8> {
+    let mut changed = false;
+    for name in space_delimited {
+        if let Some(value) = claims.get_mut(name.as_str())
+            && let Value::String(text) = value
+        {
+            let words = text
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .map(|w| Value::String(w.to_owned()))
+                .collect();
+            *value = Value::Array(words);
+            changed = true;
+        }
+    }
+    if !changed {
+        return payload_json;
+    }
+    serde_json::to_vec(&claims).unwrap_or(payload_json)
 }
 
 /// Whether `signature` over `signing_input` (`header.payload`, as sent) verifies with `key`.
@@ -521,7 +554,8 @@ pub fn verify_with(
         payload_json: provider
             .payload_in_metadata
             .is_some()
-            .then_some(payload_json),
+            .then(|| published_payload(payload_json, claims, &provider.space_delimited_claims)),
+        header_json: provider.header_in_metadata.is_some().then_some(header_json),
         issuer,
         subject,
         audiences,
@@ -537,6 +571,24 @@ mod tests {
         assert!(!json_depth_exceeds(br#"{"a":"[[[[[[["}"#, 2));
         assert!(json_depth_exceeds(br#"{"a":[[1]]}"#, 2));
         assert!(!json_depth_exceeds(br#"{"a":"\"[[["}"#, 1));
+    }
+
+    #[test]
+    fn space_delimited_claims_split_into_words_and_nothing_else_changes() {
+        let text = br#"{"scope":" read  write ","n":1,"sub":"a b"}"#.to_vec();
+        let claims: Map<String, Value> = serde_json::from_slice(&text).unwrap_or_default();
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let published = published_payload(text.clone(), claims.clone(), &names(&["scope", "n"]));
+        let value: Value = serde_json::from_slice(&published).unwrap_or_default();
+        assert_eq!(
+            value,
+            serde_json::json!({"scope": ["read", "write"], "n": 1, "sub": "a b"})
+        );
+        // Nothing to split: the token's own bytes.
+        assert_eq!(
+            published_payload(text.clone(), claims, &names(&["n", "absent"])),
+            text
+        );
     }
 
     #[test]

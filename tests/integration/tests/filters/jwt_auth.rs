@@ -11,8 +11,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use meshward_host::{
-    Action, FailPolicy, HostEngine, HttpOutcome, Module, Plugin, PluginSpec, Request, Response,
-    SharedState,
+    Action, FailPolicy, HostEngine, HttpOutcome, LoadError, Module, Plugin, PluginSpec, Request,
+    Response, SharedState,
 };
 use serde_json::{Value, json};
 
@@ -108,6 +108,29 @@ fn try_load(config: &str) -> bool {
         &SharedState::new(),
     )
     .is_ok()
+}
+
+/// The configure-time error the filter logged for `config` (panics if it loads).
+pub(crate) fn rejection(config: &str) -> String {
+    let spec = PluginSpec::new("jwt-auth", "jwt_auth")
+        .with_vm_id("meshward_jwt_auth")
+        .with_configuration(config)
+        .with_fail_policy(FailPolicy::FailClosed);
+    match Plugin::load(
+        HostEngine::global().unwrap(),
+        &module(),
+        spec,
+        &SharedState::new(),
+    ) {
+        Ok(_) => panic!("accepted: {config:.300}"),
+        Err(LoadError::Rejected { logs, .. }) => logs
+            .iter()
+            .map(|l| l.message.as_str())
+            .find(|m| m.contains("invalid plugin config"))
+            .unwrap_or_default()
+            .to_owned(),
+        Err(e) => panic!("not a configuration refusal: {e:?}"),
+    }
 }
 
 pub(crate) fn claims() -> Value {
@@ -676,5 +699,325 @@ fn requirement_map_by_name_and_strip_failure_response() {
                "requirement_map": {"user": {"provider_name": "other"}}}),
     ] {
         assert!(!try_load(&bad.to_string()), "accepted: {bad}");
+    }
+}
+
+#[test]
+fn header_and_payload_in_metadata_with_space_delimited_claims() {
+    let mut plugin = load(&config_with(&provider(&json!({
+        "payload_in_metadata": "jwt_payload",
+        "header_in_metadata": "jwt_header",
+        "normalize_payload_in_metadata": {"space_delimited_claims": ["scope", "num", "absent"]}
+    }))));
+    let mut c = claims();
+    c["scope"] = json!(" read  write admin");
+    c["num"] = json!(7);
+    c["perm"] = json!("not listed");
+    let token = mint(Algorithm::ES256, &c, None);
+    let segment = |i: usize| -> Value {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(i).unwrap())
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let mut expected_payload = c.clone();
+    expected_payload["scope"] = json!(["read", "write", "admin"]);
+    // Fresh verification, then the cached one: the same metadata.
+    for round in ["fresh", "cached"] {
+        let out = send(&mut plugin, bearer(&token));
+        assert_allowed(&out);
+        let header: Value = serde_json::from_str(&out.property("jwt_header").unwrap()).unwrap();
+        assert_eq!(header, segment(0), "{round}");
+        assert_eq!(header["kid"], json!("ec-p256"));
+        let payload: Value = serde_json::from_str(&out.property("jwt_payload").unwrap()).unwrap();
+        assert_eq!(payload, expected_payload, "{round}");
+        // Claim headers see the token's own claims.
+        assert_eq!(upstream(&out, "x-roles").as_deref(), Some("admin,dev"));
+    }
+    // A refused token publishes nothing.
+    let mut expired = c.clone();
+    expired["exp"] = json!(NOW - 3600);
+    let out = send(&mut plugin, bearer(&mint(Algorithm::ES256, &expired, None)));
+    assert_denied(&out, 401, "Jwt is expired");
+    assert!(out.properties_set.is_empty(), "{:?}", out.properties_set);
+
+    // Without normalization the payload property is the token's own JSON, byte for byte.
+    let mut plain = load(&config_with(&provider(
+        &json!({"payload_in_metadata": "jwt_payload"}),
+    )));
+    let out = send(&mut plain, bearer(&token));
+    assert_allowed(&out);
+    let own = URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    assert_eq!(
+        out.property("jwt_payload").unwrap().as_bytes(),
+        own.as_slice()
+    );
+    assert_eq!(out.property("jwt_header"), None);
+
+    for (fields, expected) in [
+        (
+            json!({"normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]}}),
+            "providers.main.normalizePayloadInMetadata: has no effect without payloadInMetadata",
+        ),
+        (
+            json!({"payload_in_metadata": "p", "normalizePayloadInMetadata": {"spaceDelimitedClaims": ["scope", ""]}}),
+            "providers.main.normalizePayloadInMetadata.spaceDelimitedClaims[1]: must not be empty",
+        ),
+        (
+            json!({"payload_in_metadata": "p", "normalize_payload_in_metadata": {"space_delimited_claims": vec!["c"; 17]}}),
+            "providers.main.normalizePayloadInMetadata.spaceDelimitedClaims: at most 16 claims",
+        ),
+        (
+            json!({"payload_in_metadata": "p", "normalize_payload_in_metadata": {"scope": []}}),
+            "unknown field `scope`",
+        ),
+        (
+            json!({"header_in_metadata": "a b"}),
+            "providers.main.headerInMetadata: must be 1 to 128 characters",
+        ),
+        (
+            json!({"header_in_metadata": "same", "payload_in_metadata": "same"}),
+            "providers.main.headerInMetadata: must differ from payloadInMetadata",
+        ),
+    ] {
+        let error = rejection(&config_with(&provider(&fields)));
+        assert!(error.contains(expected), "{fields}: {error}");
+    }
+}
+
+/// Runs the `openssl` command line (an implementation independent of the filter's RustCrypto
+/// decoders; `make test` installs it when missing) and returns its standard output.
+fn openssl(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the openssl command line (Debian package openssl; `make test` installs it)");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A fresh private key (PKCS#8 PEM) from `openssl genpkey`.
+fn generate(options: &[&str]) -> String {
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(options);
+    openssl(&args, None)
+}
+
+/// Its public key as `BEGIN PUBLIC KEY` (SubjectPublicKeyInfo).
+fn public_spki(private: &str) -> String {
+    openssl(&["pkey", "-pubout"], Some(private))
+}
+
+fn pem_provider(pem: &str, extra: &Value) -> Value {
+    let mut p = json!({"issuer": ISSUER, "local_jwks": {"inline_string": pem}});
+    for (k, v) in extra.as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    p
+}
+
+fn mint_with(alg: Algorithm, key: &EncodingKey, kid: Option<&str>) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, &claims(), key).unwrap()
+}
+
+/// A PEM key under test: its name, the public key PEM, and private keys signing tokens for it.
+type PemCase = (&'static str, String, Vec<(Algorithm, EncodingKey)>);
+
+#[test]
+fn pem_public_keys_generated_by_openssl_verify_their_tokens() {
+    let rsa = generate(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let rsa_key = EncodingKey::from_rsa_pem(rsa.as_bytes()).unwrap();
+    let rsa_pkcs1 = openssl(&["rsa", "-RSAPublicKey_out"], Some(&rsa));
+    assert!(rsa_pkcs1.starts_with("-----BEGIN RSA PUBLIC KEY-----"));
+    let p256 = generate(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let p384 = generate(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"]);
+    let ed25519 = generate(&["-algorithm", "ED25519"]);
+    let cases: Vec<PemCase> = vec![
+        (
+            "RSA SubjectPublicKeyInfo",
+            public_spki(&rsa),
+            vec![
+                (Algorithm::RS256, rsa_key.clone()),
+                (Algorithm::RS512, rsa_key.clone()),
+                (Algorithm::PS256, rsa_key.clone()),
+            ],
+        ),
+        (
+            "RSA PKCS#1",
+            rsa_pkcs1,
+            vec![
+                (Algorithm::RS384, rsa_key.clone()),
+                (Algorithm::PS384, rsa_key.clone()),
+            ],
+        ),
+        (
+            "P-256",
+            public_spki(&p256),
+            vec![(
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(p256.as_bytes()).unwrap(),
+            )],
+        ),
+        (
+            "P-384",
+            public_spki(&p384),
+            vec![(
+                Algorithm::ES384,
+                EncodingKey::from_ec_pem(p384.as_bytes()).unwrap(),
+            )],
+        ),
+        (
+            "Ed25519",
+            public_spki(&ed25519),
+            vec![(
+                Algorithm::EdDSA,
+                EncodingKey::from_ed_pem(ed25519.as_bytes()).unwrap(),
+            )],
+        ),
+    ];
+    let other_p256 = EncodingKey::from_ec_pem(fixture("ec-p256.pem").as_bytes()).unwrap();
+    for (name, pem, keys) in cases {
+        let mut plugin = load(&config_with(&pem_provider(&pem, &json!({}))));
+        for (alg, key) in keys {
+            // With or without a `kid`: a PEM key has none, and it is the provider's only key.
+            for kid in [None, Some("any-kid")] {
+                let out = send(&mut plugin, bearer(&mint_with(alg, &key, kid)));
+                assert_allowed(&out);
+            }
+            // The key is bound to its type: an HMAC token "signed" with the PEM text finds no
+            // key, and a token of the same type signed by another key fails its signature.
+            let hs = EncodingKey::from_secret(pem.as_bytes()).unwrap();
+            assert_denied(
+                &send(&mut plugin, bearer(&mint_with(Algorithm::HS256, &hs, None))),
+                401,
+                "Jwks doesn't have key to match kid or alg from Jwt",
+            );
+        }
+        if name == "P-256" {
+            let forged = mint_with(Algorithm::ES256, &other_p256, None);
+            assert_denied(
+                &send(&mut plugin, bearer(&forged)),
+                401,
+                "Jwt verification fails",
+            );
+        }
+    }
+    // allowed_algorithms narrows a PEM key like a JWK.
+    let mut only_ps = load(&config_with(&pem_provider(
+        &public_spki(&rsa),
+        &json!({"allowed_algorithms": ["PS256"]}),
+    )));
+    assert_allowed(&send(
+        &mut only_ps,
+        bearer(&mint_with(Algorithm::PS256, &rsa_key, None)),
+    ));
+    assert_denied(
+        &send(
+            &mut only_ps,
+            bearer(&mint_with(Algorithm::RS256, &rsa_key, None)),
+        ),
+        401,
+        "Jwt algorithm is not allowed",
+    );
+}
+
+#[test]
+fn bad_pem_keys_fail_configuration_naming_the_field() {
+    let field = "providers.main.localJwks.inlineString: ";
+    let rsa_1024 = generate(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"]);
+    let rsa_e3 = generate(&[
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-pkeyopt",
+        "rsa_keygen_pubexp:3",
+    ]);
+    let p521 = generate(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"]);
+    let x25519 = generate(&["-algorithm", "X25519"]);
+    let ed25519 = generate(&["-algorithm", "ED25519"]);
+    let certificate = openssl(
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "/dev/stdin",
+            "-subj",
+            "/CN=meshward",
+            "-days",
+            "1",
+        ],
+        Some(&ed25519),
+    );
+    let good = public_spki(&ed25519);
+    let mut corrupted = good.clone();
+    corrupted.replace_range(40..44, "!!!!");
+    let truncated: String = good.lines().take(2).collect::<Vec<_>>().join("\n");
+    let two_keys = format!("{good}{}", public_spki(&p521));
+    for (pem, expected, extra) in [
+        (
+            public_spki(&rsa_1024),
+            "RSA modulus of 1024 bits; at least 2048 required",
+            json!({}),
+        ),
+        (public_spki(&rsa_e3), "is not 65537 (AQAB)", json!({})),
+        (
+            public_spki(&p521),
+            "only P-256 and P-384 are supported",
+            json!({}),
+        ),
+        (
+            public_spki(&x25519),
+            "RSA, EC P-256/P-384 and Ed25519 are supported",
+            json!({}),
+        ),
+        (
+            ed25519,
+            "is private key material (`PRIVATE KEY`)",
+            json!({}),
+        ),
+        (certificate, "is a PEM `CERTIFICATE`", json!({})),
+        (corrupted, "is not one PEM public key", json!({})),
+        (truncated, "is not one PEM public key", json!({})),
+        (two_keys, "is not one PEM public key", json!({})),
+        (
+            "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n".to_owned(),
+            "is not a DER SubjectPublicKeyInfo",
+            json!({}),
+        ),
+        (
+            good,
+            "none of which allowedAlgorithms holds",
+            json!({"allowed_algorithms": ["ES256"]}),
+        ),
+    ] {
+        let error = rejection(&config_with(&pem_provider(&pem, &extra)));
+        assert!(
+            error.contains(field) && error.contains(expected),
+            "{expected}: {error}"
+        );
     }
 }
