@@ -579,7 +579,11 @@ mod tests {
         for pad in 0..20 {
             let header = format!("{}=1;ab=2,cart_id=3", "p".repeat(pad + 1));
             let found = scan(&names, header.as_bytes());
-            assert_eq!((found[0], found[1]), (Some(&b"3"[..]), Some(&b"2"[..])), "{pad}");
+            assert_eq!(
+                (found[0], found[1]),
+                (Some(&b"3"[..]), Some(&b"2"[..])),
+                "{pad}"
+            );
         }
     }
 
@@ -587,11 +591,23 @@ mod tests {
     fn scan_reference<'h>(names: &[&[u8]], header: &'h [u8]) -> Vec<Option<&'h [u8]>> {
         let mut found = vec![None; names.len()];
         for pair in header.split(|b| *b == b';' || *b == b',') {
-            let pair = &pair[pair.iter().take_while(|b| **b == b' ' || **b == b'\t').count()..];
+            let pair = &pair[pair
+                .iter()
+                .take_while(|b| **b == b' ' || **b == b'\t')
+                .count()..];
             for (slot, name) in found.iter_mut().zip(names) {
-                if slot.is_none() && pair.len() > name.len() && pair.starts_with(name) && pair[name.len()] == b'=' {
+                if slot.is_none()
+                    && pair.len() > name.len()
+                    && pair.starts_with(name)
+                    && pair[name.len()] == b'='
+                {
                     let value = pair[name.len() + 1..].trim_ascii();
-                    *slot = Some(value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value));
+                    *slot = Some(
+                        value
+                            .strip_prefix(b"\"")
+                            .and_then(|v| v.strip_suffix(b"\""))
+                            .unwrap_or(value),
+                    );
                     break;
                 }
             }
