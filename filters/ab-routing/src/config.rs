@@ -465,6 +465,10 @@ pub struct Config {
     pub request_id_header: String,
     /// Failure mode.
     pub failure_mode: FailureMode,
+    /// Every cookie name the experiments read (key and sticky cookies), distinct; each
+    /// [`crate::cookie::CookieFinder`] holds its index, so one scan of the `Cookie` header
+    /// finds them all.
+    pub cookie_names: Vec<Box<[u8]>>,
 }
 
 impl Config {
@@ -885,11 +889,21 @@ impl TryFrom<RawConfig> for Config {
             raw.request_id_header.as_deref().unwrap_or("x-request-id"),
             "requestIdHeader",
         )?;
+        let mut cookie_names = Vec::new();
+        for exp in &mut experiments {
+            if let Some(KeySource::Cookie(finder)) = &mut exp.key {
+                finder.assign_slot(&mut cookie_names);
+            }
+            if let Some(sticky) = &mut exp.sticky {
+                sticky.finder.assign_slot(&mut cookie_names);
+            }
+        }
         Ok(Self {
             experiments,
             override_,
             request_id_header,
             failure_mode: raw.failure_mode.unwrap_or(FailureMode::Allow),
+            cookie_names,
         })
     }
 }

@@ -214,11 +214,6 @@ pub fn verify<'v>(
     if tag_text.len() != TAG_CHARS {
         return Err(Rejection::Malformed);
     }
-    let mut tag = [0u8; TAG_LEN + 2];
-    match URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag) {
-        Ok(TAG_LEN) => {}
-        _ => return Err(Rejection::Malformed),
-    }
     let inner_dot = signed
         .iter()
         .position(|b| *b == b'.')
@@ -236,15 +231,23 @@ pub fn verify<'v>(
         .ok()
         .and_then(|t| t.parse().ok())
         .ok_or(Rejection::Malformed)?;
-    let tag = tag.get(..TAG_LEN).ok_or(Rejection::Malformed)?;
+    // A remembered value verified before (exact bytes), so its tag decodes: the base64 decode
+    // and the MAC run only for values not seen yet.
     let remembered = memo.is_some_and(|m| m.verified.borrow().contains(value));
-    let verified = remembered
-        || macs.iter().any(|mac| {
+    let verified = remembered || {
+        let mut tag = [0u8; TAG_LEN + 2];
+        match URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag) {
+            Ok(TAG_LEN) => {}
+            _ => return Err(Rejection::Malformed),
+        }
+        let tag = tag.get(..TAG_LEN).ok_or(Rejection::Malformed)?;
+        macs.iter().any(|mac| {
             mac.clone()
                 .chain_update(signed)
                 .verify_truncated_left(tag)
                 .is_ok()
-        });
+        })
+    };
     if !verified {
         return Err(Rejection::BadSignature);
     }
@@ -261,75 +264,166 @@ pub fn verify<'v>(
     Ok(variant)
 }
 
-/// Finds one cookie by name in `Cookie` headers, with a substring searcher built once at
-/// configure time (`memchr::memmem`): a byte-by-byte split of a 1 KB cookie header measured
-/// ~16,000 wasm instructions.
-#[derive(Debug, Clone)]
+/// Most distinct cookie names one configuration looks for: a key cookie and a sticky cookie per
+/// experiment.
+pub const MAX_COOKIES: usize = 2 * crate::config::MAX_EXPERIMENTS;
+
+/// The cookies of one request, by slot ([`CookieFinder::slot`]): what [`scan`] found.
+pub type Found<'h> = [Option<&'h [u8]>; MAX_COOKIES];
+
+/// One cookie the configuration reads, and its slot among the configuration's cookie names
+/// (assigned when the configuration is complete, so that one [`scan`] finds them all).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieFinder {
-    name_len: usize,
-    /// Searches for `name=`.
-    finder: memchr::memmem::Finder<'static>,
+    name: Box<[u8]>,
+    slot: usize,
 }
-
-impl PartialEq for CookieFinder {
-    fn eq(&self, other: &Self) -> bool {
-        self.finder.needle() == other.finder.needle()
-    }
-}
-
-impl Eq for CookieFinder {}
 
 impl CookieFinder {
-    /// A finder for cookie `name`.
+    /// A finder for cookie `name` (slot 0 until [`CookieFinder::assign_slot`]).
     pub fn new(name: &str) -> Self {
-        let mut needle = name.as_bytes().to_vec();
-        needle.push(b'=');
         Self {
-            name_len: name.len(),
-            finder: memchr::memmem::Finder::new(&needle).into_owned(),
+            name: name.as_bytes().into(),
+            slot: 0,
         }
     }
 
     /// The cookie's name.
     pub fn name(&self) -> &[u8] {
-        self.finder
-            .needle()
-            .get(..self.name_len)
-            .unwrap_or_default()
+        &self.name
     }
 
-    /// The value of the cookie in `header` (several headers joined by `,` count as one list);
-    /// the first occurrence wins; surrounding double quotes are removed. `name=` only counts
-    /// at the start of a pair (after `;`, `,` or whitespace), so `xname=` is not `name=`.
-    pub fn find<'h>(&self, header: &'h [u8]) -> Option<&'h [u8]> {
-        self.finder.find_iter(header).find_map(|at| {
-            let starts_pair = at == 0
-                || header
-                    .get(at - 1)
-                    .is_some_and(|b| matches!(b, b';' | b',' | b' ' | b'\t'));
-            if !starts_pair {
-                return None;
+    /// Its index in the configuration's name list and in [`Found`].
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Gives this finder the slot of its name in `names`, adding the name when new.
+    pub fn assign_slot(&mut self, names: &mut Vec<Box<[u8]>>) {
+        self.slot = match names.iter().position(|n| *n == self.name) {
+            Some(slot) => slot,
+            None => {
+                names.push(self.name.clone());
+                names.len() - 1
             }
-            let value = header.get(at + self.finder.needle().len()..)?;
-            let end = value
-                .iter()
-                .position(|b| *b == b';' || *b == b',')
-                .unwrap_or(value.len());
-            let value = value.get(..end)?.trim_ascii();
-            Some(
-                value
-                    .strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .unwrap_or(value),
-            )
-        })
+        };
+    }
+
+    /// Its value in `found`.
+    pub fn get<'h>(&self, found: &Found<'h>) -> Option<&'h [u8]> {
+        found.get(self.slot).copied().flatten()
     }
 }
 
-/// The value of cookie `name` in a `Cookie` header (see [`CookieFinder::find`]); builds the
-/// finder each call, so keep a [`CookieFinder`] where it runs per request.
+const fn is_separator(b: u8) -> bool {
+    b == b';' || b == b','
+}
+
+/// The index of the first `;` or `,` in `header` at or after `from` (`header.len()` if none).
+///
+/// Sixteen bytes per step, as two u64 words (wasm32 has 64-bit integer operations), each tested
+/// for a `;` or `,` byte with the zero-byte trick: the bench profile's `Cookie` header has pairs
+/// of 20 to 300 bytes, a byte loop costs ~10 wasm instructions per byte, and `memchr2` on wasm32
+/// (4-byte words) spends more in set-up than it saves on short pairs (BENCHMARKS.md).
+fn next_separator(header: &[u8], from: usize) -> usize {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SEMICOLON: u64 = u64::from_ne_bytes([b';'; 8]);
+    const COMMA: u64 = u64::from_ne_bytes([b','; 8]);
+    // A byte of `word ^ SEMICOLON` (`^ COMMA`) is zero where the word holds `;` (`,`).
+    // `(x - LO) & !x & HI` may also flag a byte above a real zero byte (borrow), never below
+    // one: the lowest flag, the first such byte in little-endian order, is exact.
+    let separators = |word: u64| {
+        let (s, c) = (word ^ SEMICOLON, word ^ COMMA);
+        ((s.wrapping_sub(LO) & !s) | (c.wrapping_sub(LO) & !c)) & HI
+    };
+    let word_at = |chunk: &[u8]| u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+    let rest = header.get(from..).unwrap_or_default();
+    let mut at = from;
+    let mut pairs = rest.chunks_exact(16);
+    for pair in pairs.by_ref() {
+        let (first, second) = pair.split_at(8);
+        let hits = separators(word_at(first));
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        let hits = separators(word_at(second));
+        if hits != 0 {
+            return at + 8 + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 16;
+    }
+    let mut words = pairs.remainder().chunks_exact(8);
+    for word in words.by_ref() {
+        let hits = separators(word_at(word));
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|b| is_separator(*b))
+        .map_or(header.len(), |i| at + i)
+}
+
+/// The value in `header[start..end]` (a pair's value): surrounding whitespace and double quotes
+/// removed.
+fn clean_value(header: &[u8], start: usize, end: usize) -> &[u8] {
+    let value = header.get(start..end).unwrap_or_default().trim_ascii();
+    value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value)
+}
+
+/// The cookies named `names` in a `Cookie` header, in one pass (several headers joined by `,`
+/// count as one list): slot `i` holds the value of `names[i]`. Pairs are split at `;` and `,`;
+/// a pair's leading spaces and tabs are skipped; the first pair with a name wins; a value's
+/// surrounding whitespace and double quotes are removed. The scan stops once every name is
+/// found. Names beyond [`MAX_COOKIES`] are not looked for (configuration never has more).
+///
+/// Each pair's name is compared once, starting with its first byte (most pairs differ there),
+/// and bytes between pair starts are only looked at by [`next_separator`].
+pub fn scan<'h>(names: &[Box<[u8]>], header: &'h [u8]) -> Found<'h> {
+    let mut found: Found<'h> = Default::default();
+    let mut missing = names.len().min(MAX_COOKIES);
+    let mut start = 0;
+    while missing > 0 && start < header.len() {
+        let mut name_at = start;
+        while let Some(b' ' | b'\t') = header.get(name_at) {
+            name_at += 1;
+        }
+        let mut value_at = None;
+        if let Some(first) = header.get(name_at) {
+            for (slot, name) in found.iter_mut().zip(names) {
+                let value_start = name_at + name.len() + 1;
+                if slot.is_none()
+                    && name.first() == Some(first)
+                    && header.get(name_at..value_start - 1) == Some(&**name)
+                    && header.get(value_start - 1) == Some(&b'=')
+                {
+                    value_at = Some((slot, value_start));
+                    break;
+                }
+            }
+        }
+        let from = value_at.as_ref().map_or(name_at, |(_, at)| *at);
+        let end = next_separator(header, from);
+        if let Some((slot, value_start)) = value_at {
+            *slot = Some(clean_value(header, value_start, end));
+            missing -= 1;
+        }
+        start = end + 1;
+    }
+    found
+}
+
+/// The value of cookie `name` in a `Cookie` header (see [`scan`]).
 pub fn find<'h>(header: &'h [u8], name: &str) -> Option<&'h [u8]> {
-    CookieFinder::new(name).find(header)
+    let [value, ..] = scan(&[name.as_bytes().into()], header);
+    value
 }
 
 #[cfg(test)]
@@ -471,6 +565,57 @@ mod tests {
         assert_eq!(find(b"xab_x=0; ab_x=2", "ab_x"), Some(&b"2"[..]));
         assert_eq!(find(b"ab_x=", "ab_x"), Some(&b""[..]));
         assert_eq!(CookieFinder::new("ab_x").name(), b"ab_x");
+        // A name only counts at a pair's start, not after a space inside a value.
+        assert_eq!(find(b"a=1 ab_x=2", "ab_x"), None);
+        assert_eq!(find(b"a=1;\t ab_x= 2 ", "ab_x"), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn one_scan_finds_every_name() {
+        let names: Vec<Box<[u8]>> = vec![b"cart_id".as_slice().into(), b"ab".as_slice().into()];
+        let header = b"session=x.y; ab=v2.1.t; cart_id=c7f3; ab=late, cart_id=later";
+        let found = scan(&names, header);
+        assert_eq!(found[0], Some(&b"c7f3"[..]));
+        assert_eq!(found[1], Some(&b"v2.1.t"[..]));
+        assert!(found[2..].iter().all(Option::is_none));
+        // Separators in every position of an 8-byte word, and in the tail.
+        for pad in 0..20 {
+            let header = format!("{}=1;ab=2,cart_id=3", "p".repeat(pad + 1));
+            let found = scan(&names, header.as_bytes());
+            assert_eq!(
+                (found[0], found[1]),
+                (Some(&b"3"[..]), Some(&b"2"[..])),
+                "{pad}"
+            );
+        }
+    }
+
+    /// The specification of [`scan`], byte by byte.
+    fn scan_reference<'h>(names: &[&[u8]], header: &'h [u8]) -> Vec<Option<&'h [u8]>> {
+        let mut found = vec![None; names.len()];
+        for pair in header.split(|b| *b == b';' || *b == b',') {
+            let pair = &pair[pair
+                .iter()
+                .take_while(|b| **b == b' ' || **b == b'\t')
+                .count()..];
+            for (slot, name) in found.iter_mut().zip(names) {
+                if slot.is_none()
+                    && pair.len() > name.len()
+                    && pair.starts_with(name)
+                    && pair[name.len()] == b'='
+                {
+                    let value = pair[name.len() + 1..].trim_ascii();
+                    *slot = Some(
+                        value
+                            .strip_prefix(b"\"")
+                            .and_then(|v| v.strip_suffix(b"\""))
+                            .unwrap_or(value),
+                    );
+                    break;
+                }
+            }
+        }
+        found
     }
 
     proptest::proptest! {
@@ -478,6 +623,16 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
             let _ = verify_plain(&[mac(KEY)], &bytes, 1000, 60);
             let _ = find(&bytes, "ab_x");
+        }
+
+        #[test]
+        fn scan_matches_the_byte_by_byte_reference(
+            bytes in proptest::collection::vec(proptest::sample::select(b"ab=;, \t\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_vec()), 0..200)
+        ) {
+            let names: [&[u8]; 3] = [b"a", b"ab", b"b"];
+            let boxed: Vec<Box<[u8]>> = names.iter().map(|n| (*n).into()).collect();
+            let found = scan(&boxed, &bytes);
+            proptest::prop_assert_eq!(&found[..3], &scan_reference(&names, &bytes)[..]);
         }
     }
 }

@@ -13,6 +13,7 @@
 //! is removed: a client-sent value never reaches the upstream unless the override allowed it.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::net::IpAddr;
 
 use meshward_core::effects::Effects;
@@ -133,20 +134,38 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn key<'i>(
+/// The request's cookies that the configuration reads: the `Cookie` header is scanned once, on
+/// first use, for every configured name ([`cookie::scan`]).
+struct Cookies<'i, I> {
+    names: &'i [Box<[u8]>],
+    inputs: &'i I,
+    found: OnceCell<cookie::Found<'i>>,
+}
+
+impl<'i, I: Inputs> Cookies<'i, I> {
+    fn get(&self, finder: &cookie::CookieFinder) -> Option<&'i [u8]> {
+        let found = self.found.get_or_init(|| {
+            self.inputs
+                .cookie_header()
+                .map(|header| cookie::scan(self.names, header))
+                .unwrap_or_default()
+        });
+        finder.get(found)
+    }
+}
+
+fn key<'i, I: Inputs>(
     experiment: &Experiment,
     request_id: &PropertyPath,
-    inputs: &'i impl Inputs,
+    inputs: &'i I,
+    cookies: &Cookies<'i, I>,
 ) -> Option<Cow<'i, [u8]>> {
     let configured = match &experiment.key {
         None => None,
         Some(KeySource::Header(path) | KeySource::Property(path)) => {
             inputs.property(path).map(Cow::Owned)
         }
-        Some(KeySource::Cookie(finder)) => inputs
-            .cookie_header()
-            .and_then(|h| finder.find(h))
-            .map(Cow::Borrowed),
+        Some(KeySource::Cookie(finder)) => cookies.get(finder).map(Cow::Borrowed),
         Some(KeySource::QueryParameter(name)) => inputs
             .path()
             .and_then(|p| query_parameter(p, name))
@@ -202,6 +221,11 @@ impl Decision {
         let config = ctx.config;
         let overriding = override_allowed(config, inputs);
         let now_secs = now_ns.map(|n| n / 1_000_000_000);
+        let cookies = Cookies {
+            names: &config.cookie_names,
+            inputs,
+            found: OnceCell::new(),
+        };
         for (i, exp) in config.experiments.iter().enumerate() {
             let (Some(assigned), Some(cookie_slot)) =
                 (self.assigned.get_mut(i), self.cookies.get_mut(i))
@@ -240,7 +264,7 @@ impl Decision {
                 continue;
             }
             if let (Some(sticky), Some(now)) = (&exp.sticky, now_secs)
-                && let Some(value) = inputs.cookie_header().and_then(|h| sticky.finder.find(h))
+                && let Some(value) = cookies.get(&sticky.finder)
             {
                 let verified = cookie::verify(
                     &sticky.macs,
@@ -262,7 +286,7 @@ impl Decision {
                     Err(rejection) => *cookie_slot = Some(rejection.into()),
                 }
             }
-            let Some(key) = key(exp, ctx.request_id, inputs) else {
+            let Some(key) = key(exp, ctx.request_id, inputs, &cookies) else {
                 continue;
             };
             let variant = variant_of(&exp.boundaries, bucket(&exp.hash_key, &key));
