@@ -359,6 +359,75 @@ fn ab_experiment_windows_hold_across_clock_jumps() {
     );
 }
 
+/// trace-id reads no time (its ids come from WASI `random_get` only, README "Crash policy"): with
+/// the same random seed, the ids it mints and the decisions it takes are the same whatever the
+/// clock does — frozen, stepping back an hour, jumping to 0 or far ahead — on every worker VM.
+#[test]
+fn trace_id_output_does_not_depend_on_the_clock() {
+    let config =
+        json!({"b3": {"read": true, "write": "single"}, "response": {"traceresponse": true}})
+            .to_string();
+    let incoming = [
+        None,
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        Some("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+        Some("garbage"),
+    ];
+    let run = |clock_steps: &[u64]| -> Vec<(Option<String>, Option<String>, Option<String>)> {
+        let shared = SharedState::new();
+        shared.random().reseed(42);
+        let mut plugin = load(
+            "trace-id",
+            "meshward_trace_id",
+            &config,
+            FailPolicy::FailClosed,
+            &shared,
+        );
+        let clock = shared.clock();
+        let mut seen = Vec::new();
+        for (i, &secs) in clock_steps.iter().enumerate() {
+            clock.set_wall_ns(secs.saturating_mul(1_000_000_000));
+            for (j, traceparent) in incoming.iter().enumerate() {
+                let mut request = Request::get("/", "example.com");
+                if let Some(value) = traceparent {
+                    request = request.with_header("traceparent", value);
+                }
+                let out = plugin
+                    .http_request((i + j) % WORKERS, request, Response::new(200))
+                    .unwrap();
+                no_trap(&out);
+                assert!(out.upstream_called, "{:?}", out.request_action);
+                seen.push((
+                    out.request_header("x-request-id").map(str::to_owned),
+                    out.request_header("traceparent").map(str::to_owned),
+                    out.response_header("traceresponse").map(str::to_owned),
+                ));
+            }
+        }
+        seen
+    };
+    let frozen = run(&[START_SECS; 6]);
+    assert!(
+        frozen
+            .iter()
+            .all(|(id, tp, _)| id.is_some() && tp.is_some()),
+        "every request leaves with an id and a trace: {frozen:?}"
+    );
+    let mut ids: Vec<_> = frozen.iter().filter_map(|(id, _, _)| id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), frozen.len(), "ids are unique");
+    let jumping = run(&[
+        START_SECS,
+        START_SECS - 3600,
+        0,
+        u64::MAX / 2_000_000_000,
+        START_SECS + 1,
+        START_SECS - 1,
+    ]);
+    assert_eq!(frozen, jumping);
+}
+
 // ---- callouts: failures, timeouts, garbage, silence; a VM reload in the middle ------------------
 
 fn callout(policy: FailPolicy, shared: &SharedState) -> Plugin {
