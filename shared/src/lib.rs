@@ -15,7 +15,6 @@
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 pub mod abi;
-pub mod alloc;
 pub mod config;
 pub mod effects;
 pub mod header_map;
@@ -27,8 +26,3 @@ pub mod net;
 pub mod plugin;
 pub mod route_match;
 pub mod waiters;
-
-/// Every filter's allocator in the proxy: freed small blocks are reused ([`alloc`]).
-#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
-#[global_allocator]
-static ALLOCATOR: alloc::Reuse<std::alloc::System> = alloc::Reuse::new(std::alloc::System);
