@@ -97,7 +97,16 @@ impl HeaderMap {
 pub fn serialize<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
     let (count, size) = measure(pairs.clone());
     let mut out = Vec::with_capacity(size);
-    write(pairs, count, &mut |bytes| out.extend_from_slice(bytes));
+    out.extend_from_slice(&len32(count));
+    for (key, value) in pairs.clone() {
+        out.extend_from_slice(&lengths(key, value));
+    }
+    for (key, value) in pairs {
+        out.extend_from_slice(key);
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
     out
 }
 
@@ -112,9 +121,17 @@ pub fn serialize_into<'a, const N: usize>(
     if size > out.remaining_capacity() {
         return false;
     }
-    write(pairs, count, &mut |bytes| {
-        let _ = out.try_extend_from_slice(bytes);
-    });
+    // Cannot fail: the size was checked.
+    let _ = out.try_extend_from_slice(&len32(count));
+    for (key, value) in pairs.clone() {
+        let _ = out.try_extend_from_slice(&lengths(key, value));
+    }
+    for (key, value) in pairs {
+        let _ = out.try_extend_from_slice(key);
+        let _ = out.try_push(0);
+        let _ = out.try_extend_from_slice(value);
+        let _ = out.try_push(0);
+    }
     true
 }
 
@@ -127,24 +144,18 @@ fn measure<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> (usize,
         })
 }
 
-fn write<'a>(
-    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
-    count: usize,
-    put: &mut dyn FnMut(&[u8]),
-) {
-    // Lengths beyond u32 cannot reach the proxy anyway (it caps maps at 1 MiB); saturate.
-    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    put(&len32(count));
-    for (key, value) in pairs.clone() {
-        put(&len32(key.len()));
-        put(&len32(value.len()));
-    }
-    for (key, value) in pairs {
-        put(key);
-        put(&[0]);
-        put(value);
-        put(&[0]);
-    }
+/// A length as the block stores it. Lengths beyond u32 cannot reach the proxy anyway (it caps
+/// maps at 1 MiB): saturated.
+fn len32(n: usize) -> [u8; 4] {
+    u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+/// The two lengths of a pair, written at once.
+fn lengths(key: &[u8], value: &[u8]) -> [u8; 8] {
+    let both = u64::from_le_bytes([0; 8])
+        | u64::from(u32::from_le_bytes(len32(key.len())))
+        | (u64::from(u32::from_le_bytes(len32(value.len()))) << 32);
+    both.to_le_bytes()
 }
 
 #[cfg(test)]
