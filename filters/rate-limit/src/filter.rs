@@ -373,7 +373,7 @@ fn slot_name(prepared: &Prepared, slot: u32) -> SlotName {
 /// The rate-limit headers of one decision in the configured dialect(s), handed to `emit` in
 /// order, borrowing the two numbers formatted by the caller; `composed` holds the IETF
 /// `RateLimit` value. A callback rather than a list: the response phase writes each header
-/// straight to the proxy (an intermediate list and `Effects` cost ~300 instructions there).
+/// straight to the proxy (an intermediate list and `Effects` cost ~500 instructions there).
 fn rate_limit_headers<'a>(
     p: &'a Prepared,
     dialect: HeaderDialect,
