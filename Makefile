@@ -302,6 +302,9 @@ bench-fixtures: dist ## pw-bench per module with its tests/fixtures/<filter>/ben
 	  [ -f tests/fixtures/$$f/bench.header ] && set -- "$$@" --header "$$(cat tests/fixtures/$$f/bench.header)"; \
 	  $(or $(CARGO_TARGET_DIR),target)/debug/pw-bench dist/$$f.wasm --name $$f "$$@"; \
 	done
+	@# rate-limit's limited path: 4 uncounted requests spend the bucket, every measured one is a 429.
+	$(or $(CARGO_TARGET_DIR),target)/debug/pw-bench dist/rate-limit.wasm --name rate-limit-limited \
+	  --config tests/fixtures/rate-limit/bench-limited.json --warm-up 4 --status 429
 
 .PHONY: bench-jwt
 # One fresh signature verification per request for each algorithm family: the token cache is off

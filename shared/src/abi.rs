@@ -24,6 +24,8 @@
 
 use std::ptr::{null, null_mut};
 
+use arrayvec::ArrayVec;
+
 use crate::header_map::{self, HeaderMap};
 use crate::host::{HostError, HostResult, LogLevel, MetricKind, SharedValue, StreamKind};
 
@@ -192,6 +194,9 @@ unsafe extern "C" {
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
 }
+
+/// Header blocks up to this size are serialized on the stack (local replies; no allocation).
+const SMALL_HEADER_BLOCK: usize = 1024;
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
@@ -469,7 +474,15 @@ pub fn send_local_response(
     headers: &[(&str, &[u8])],
     grpc_status: Option<u32>,
 ) -> HostResult<()> {
-    let headers = header_map::serialize(headers.iter().map(|(k, v)| (k.as_bytes(), *v)));
+    let pairs = headers.iter().map(|(k, v)| (k.as_bytes(), *v));
+    let mut small = ArrayVec::<u8, SMALL_HEADER_BLOCK>::new();
+    let heap;
+    let headers: &[u8] = if header_map::serialize_into(pairs.clone(), &mut small) {
+        &small
+    } else {
+        heap = header_map::serialize(pairs);
+        &heap
+    };
     // Envoy reads -1 (and anything outside 0..=16) as "no gRPC status".
     let grpc = grpc_status
         .and_then(|code| i32::try_from(code).ok())

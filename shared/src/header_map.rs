@@ -95,19 +95,11 @@ impl HeaderMap {
 /// Serializes pairs in the ABI's layout (what the module sends for `set_header_map_pairs`, local
 /// reply headers and callout headers). An empty list is the 4-byte zero count, as the SDK sends.
 pub fn serialize<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
-    let mut count = 0usize;
-    let mut size = 4usize;
-    for (key, value) in pairs.clone() {
-        count += 1;
-        size += 8 + key.len() + value.len() + 2;
-    }
+    let (count, size) = measure(pairs.clone());
     let mut out = Vec::with_capacity(size);
-    // Lengths beyond u32 cannot reach the proxy anyway (it caps maps at 1 MiB); saturate.
-    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     out.extend_from_slice(&len32(count));
     for (key, value) in pairs.clone() {
-        out.extend_from_slice(&len32(key.len()));
-        out.extend_from_slice(&len32(value.len()));
+        out.extend_from_slice(&lengths(key, value));
     }
     for (key, value) in pairs {
         out.extend_from_slice(key);
@@ -116,6 +108,54 @@ pub fn serialize<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clo
         out.push(0);
     }
     out
+}
+
+/// [`serialize`] into a buffer on the stack (no allocation): `false`, with `out` untouched, when
+/// the block does not fit in its `N` bytes. Local replies (e.g. a 429 with its rate-limit
+/// headers) are small: the allocation and its free cost more than writing the block.
+pub fn serialize_into<'a, const N: usize>(
+    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    out: &mut arrayvec::ArrayVec<u8, N>,
+) -> bool {
+    let (count, size) = measure(pairs.clone());
+    if size > out.remaining_capacity() {
+        return false;
+    }
+    // Cannot fail: the size was checked.
+    let _ = out.try_extend_from_slice(&len32(count));
+    for (key, value) in pairs.clone() {
+        let _ = out.try_extend_from_slice(&lengths(key, value));
+    }
+    for (key, value) in pairs {
+        let _ = out.try_extend_from_slice(key);
+        let _ = out.try_push(0);
+        let _ = out.try_extend_from_slice(value);
+        let _ = out.try_push(0);
+    }
+    true
+}
+
+/// Number of pairs and size of their block.
+fn measure<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> (usize, usize) {
+    pairs
+        .into_iter()
+        .fold((0, 4), |(count, size), (key, value)| {
+            (count + 1, size + 8 + key.len() + value.len() + 2)
+        })
+}
+
+/// A length as the block stores it. Lengths beyond u32 cannot reach the proxy anyway (it caps
+/// maps at 1 MiB): saturated.
+fn len32(n: usize) -> [u8; 4] {
+    u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+/// The two lengths of a pair, written at once.
+fn lengths(key: &[u8], value: &[u8]) -> [u8; 8] {
+    let both = u64::from_le_bytes([0; 8])
+        | u64::from(u32::from_le_bytes(len32(key.len())))
+        | (u64::from(u32::from_le_bytes(len32(value.len()))) << 32);
+    both.to_le_bytes()
 }
 
 #[cfg(test)]
@@ -143,6 +183,12 @@ mod tests {
         expected.extend_from_slice(b":method\0GET\0");
         assert_eq!(bytes, expected);
         assert_eq!(serialize(std::iter::empty()), [0, 0, 0, 0]);
+        let mut small = arrayvec::ArrayVec::<u8, 64>::new();
+        assert!(serialize_into([(&b":method"[..], &b"GET"[..])], &mut small));
+        assert_eq!(&small[..], &expected[..]);
+        let mut tiny = arrayvec::ArrayVec::<u8, 23>::new();
+        assert!(!serialize_into([(&b":method"[..], &b"GET"[..])], &mut tiny));
+        assert!(tiny.is_empty(), "untouched when it does not fit");
     }
 
     #[test]

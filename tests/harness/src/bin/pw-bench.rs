@@ -3,17 +3,19 @@
 //! ```text
 //! pw-bench <module.wasm> [--config plugin-config.json] [--request request.json]
 //!          [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json]
-//!          [--trace]
+//!          [--warm-up N] [--status CODE] [--trace]
 //! ```
 //!
-//! Loads the module on `--workers` VMs (default 4), runs `--requests` requests (default 1000)
-//! round-robin over the workers and prints, per proxy-wasm export the host called during the
-//! requests (`proxy_on_context_create`, `proxy_on_request_headers`, …, `proxy_on_delete`, and
-//! `proxy_on_http_call_response` etc. when they occur), the mean calls, wasm fuel (≈ wasm
-//! operations executed, the repeatable figure) and hostcalls per request; then the total per
-//! request (mean, min, max), linear memory per VM and the module size. Start-up calls
-//! (`_initialize`, `proxy_on_configure`, …) are not counted. No wall-clock timing: fuel does not
-//! depend on the machine.
+//! Loads the module on `--workers` VMs (default 4), sends `--warm-up` requests (default 0, not
+//! counted: e.g. to exhaust a rate limit so the measured requests take the limited path), runs
+//! `--requests` requests (default 1000) round-robin over the workers (`--status`: each must end
+//! with that `:status`, so a figure cannot silently measure another path) and prints, per
+//! proxy-wasm export the host called during the requests (`proxy_on_context_create`,
+//! `proxy_on_request_headers`, …, `proxy_on_delete`, and `proxy_on_http_call_response` etc.
+//! when they occur), the mean calls, wasm fuel (≈ wasm operations executed, the repeatable
+//! figure) and hostcalls per request; then the total per request (mean, min, max), linear
+//! memory per VM and the module size. Start-up calls (`_initialize`, `proxy_on_configure`, …)
+//! are not counted. No wall-clock timing: fuel does not depend on the machine.
 //!
 //! The request defaults to the bench profile `tests/fixtures/bench/request.json` (built in):
 //! sidecar-like traffic, a browser GET with 20 request headers and a 200 response with 8 headers
@@ -40,6 +42,8 @@ struct Args {
     name: Option<String>,
     json: bool,
     trace: bool,
+    warm_up: usize,
+    status: Option<u16>,
 }
 
 fn parse_args() -> Option<Args> {
@@ -54,6 +58,8 @@ fn parse_args() -> Option<Args> {
         name: None,
         json: false,
         trace: false,
+        warm_up: 0,
+        status: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -71,6 +77,8 @@ fn parse_args() -> Option<Args> {
             "--name" => parsed.name = Some(args.next()?),
             "--json" => parsed.json = true,
             "--trace" => parsed.trace = true,
+            "--warm-up" => parsed.warm_up = args.next()?.parse().ok()?,
+            "--status" => parsed.status = Some(args.next()?.parse().ok()?),
             other if !other.starts_with("--") && parsed.module.is_empty() => {
                 parsed.module = other.to_owned()
             }
@@ -150,6 +158,17 @@ fn run(args: &Args) -> Result<(), String> {
         .with_configuration(config)
         .with_workers(args.workers);
     let mut plugin = Plugin::load(engine, &module, spec, &shared).map_err(|e| e.to_string())?;
+    for i in 0..args.warm_up {
+        let mut answers = file.http_calls.clone().into_iter();
+        plugin
+            .http_request_with(
+                i % args.workers,
+                file.request.clone(),
+                file.response.clone(),
+                |_| answers.next().unwrap_or(CallReply::Leave),
+            )
+            .map_err(|e| e.to_string())?;
+    }
     plugin.reset_export_costs();
     let mut fuel = Vec::with_capacity(args.requests);
     for i in 0..args.requests {
@@ -164,6 +183,14 @@ fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         if let Some(trap) = out.traps.first() {
             return Err(format!("request {i} trapped: {trap}"));
+        }
+        if let Some(expected) = args.status
+            && out.response.status() != Some(expected)
+        {
+            return Err(format!(
+                "request {i} answered {:?}, expected {expected}",
+                out.response.status()
+            ));
         }
         fuel.push(out.fuel);
     }
@@ -278,7 +305,7 @@ fn run(args: &Args) -> Result<(), String> {
 fn main() -> ExitCode {
     let Some(args) = parse_args() else {
         eprintln!(
-            "usage: pw-bench <module.wasm> [--config file] [--request file] [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json] [--trace]"
+            "usage: pw-bench <module.wasm> [--config file] [--request file] [--header 'name: value']... [--requests N] [--workers N] [--name LABEL] [--json] [--warm-up N] [--status CODE] [--trace]"
         );
         return ExitCode::from(2);
     };
