@@ -163,11 +163,32 @@ fn parse_socket_ip(text: &[u8]) -> Option<IpAddr> {
     if let Some(rest) = text.strip_prefix(b"[") {
         let at = find_pair(rest, *b"]:")?;
         parse_port(rest.get(at + 2..)?)?;
-        return parse_ipv6(rest.get(..at)?).map(IpAddr::V6);
+        let inside = rest.get(..at)?;
+        // A link-local peer carries its zone as a numeric scope id (`[fe80::1%2]:80`, as `std`
+        // reads a `SocketAddrV6`): the address is the part before `%`.
+        let address = match inside.iter().position(|b| *b == b'%') {
+            Some(percent) => {
+                parse_scope_id(inside.get(percent + 1..)?)?;
+                inside.get(..percent)?
+            }
+            None => inside,
+        };
+        return parse_ipv6(address).map(IpAddr::V6);
     }
     let at = text.iter().position(|b| *b == b':')?;
     parse_port(text.get(at + 1..)?)?;
     parse_ipv4(text.get(..at)?).map(IpAddr::V4)
+}
+
+/// A decimal `u32` of any length (leading zeros allowed), as `std` reads a scope id.
+fn parse_scope_id(text: &[u8]) -> Option<u32> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u32, |value, byte| {
+        let digit = char::from(*byte).to_digit(10)?;
+        value.checked_mul(10)?.checked_add(digit)
+    })
 }
 
 fn parse_port(text: &[u8]) -> Option<u16> {
@@ -320,6 +341,22 @@ mod tests {
             parse_peer_address(b"fd00::7"),
             Some("fd00::7".parse().unwrap())
         );
+        // Numeric scope ids of link-local peers, exactly as `std` reads a `SocketAddrV6`
+        // (found by `make fuzz`: `[::%1]:4`).
+        for text in [
+            "[fe80::1%2]:80",
+            "[::%1]:4",
+            "[::1%0004294967295]:1",
+            "[::1%4294967296]:1",
+            "[::1%]:1",
+            "[::1%eth0]:1",
+            "[::1%-1]:1",
+            "[::1%%1]:1",
+            "[1.2.3.4%1]:1",
+        ] {
+            let std = text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip());
+            assert_eq!(parse_peer_address(text.as_bytes()), std, "{text:?}");
+        }
         for bad in [
             &b"10.0.0.1:99999"[..],
             b"[::1]",

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshward_filter_ab_routing::cookie::{self, CookieFinder, Rejection};
+use meshward_filter_ab_routing::cookie::{self, Rejection};
 use meshward_filter_ab_routing::logic::query_parameter;
 use meshward_fuzz::Cursor;
 
@@ -52,11 +52,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     if !name.is_empty() {
-        let finder = CookieFinder::new(&name);
-        if let Some(value) = finder.find(header) {
+        let found = cookie::find(header, &name);
+        if let Some(value) = found {
             assert!(value.len() <= header.len());
             let _ = cookie::verify(&[key.clone(), other], value, now, max_age, None);
         }
+        // The one-pass scan for two names finds what two single searches find.
+        let second = format!("{name}_b");
+        let [first, both_second, ..] =
+            cookie::scan(&[name.as_bytes().into(), second.as_bytes().into()], header);
+        assert_eq!(first, found);
+        assert_eq!(both_second, cookie::find(header, &second));
         let _ = query_parameter(header, &name);
     }
     let _ = cookie::verify(std::slice::from_ref(&key), header, now, max_age, None);
