@@ -168,7 +168,7 @@ fn parse_socket_ip(text: &[u8]) -> Option<IpAddr> {
         // reads a `SocketAddrV6`): the address is the part before `%`.
         let address = match inside.iter().position(|b| *b == b'%') {
             Some(percent) => {
-                parse_scope_id(inside.get(percent + 1..)?)?;
+                parse_std_decimal(inside.get(percent + 1..)?)?;
                 inside.get(..percent)?
             }
             None => inside,
@@ -180,22 +180,22 @@ fn parse_socket_ip(text: &[u8]) -> Option<IpAddr> {
     parse_ipv4(text.get(..at)?).map(IpAddr::V4)
 }
 
-/// A decimal `u32` of any length (leading zeros allowed), as `std` reads a scope id.
-fn parse_scope_id(text: &[u8]) -> Option<u32> {
+/// A decimal `u32` of any length, leading zeros allowed (how `std` reads a port or a scope id).
+fn parse_std_decimal(text: &[u8]) -> Option<u32> {
     if text.is_empty() {
         return None;
     }
     text.iter().try_fold(0u32, |value, byte| {
-        let digit = char::from(*byte).to_digit(10)?;
-        value.checked_mul(10)?.checked_add(digit)
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value.checked_mul(10)?.checked_add(u32::from(digit))
     })
 }
 
 fn parse_port(text: &[u8]) -> Option<u16> {
-    if text.is_empty() || text.len() > 5 {
-        return None;
-    }
-    parse_decimal(text).and_then(|v| u16::try_from(v).ok())
+    parse_std_decimal(text).and_then(|v| u16::try_from(v).ok())
 }
 
 /// Parses Envoy's `source.address` property (`1.2.3.4:5678`, `[::1]:5678`, or a bare address).
@@ -341,8 +341,8 @@ mod tests {
             parse_peer_address(b"fd00::7"),
             Some("fd00::7".parse().unwrap())
         );
-        // Numeric scope ids of link-local peers, exactly as `std` reads a `SocketAddrV6`
-        // (found by `make fuzz`: `[::%1]:4`).
+        // Numeric scope ids of link-local peers and ports with leading zeros, exactly as `std`
+        // reads a `SocketAddr` (found by `make fuzz`: `[::%1]:4`, `0.0.0.1:008280`).
         for text in [
             "[fe80::1%2]:80",
             "[::%1]:4",
@@ -353,6 +353,11 @@ mod tests {
             "[::1%-1]:1",
             "[::1%%1]:1",
             "[1.2.3.4%1]:1",
+            "0.0.0.1:008280",
+            "10.0.0.1:0000000000000000080",
+            "10.0.0.1:65536",
+            "10.0.0.1:+80",
+            "[::1]:00443",
         ] {
             let std = text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip());
             assert_eq!(parse_peer_address(text.as_bytes()), std, "{text:?}");
