@@ -158,7 +158,8 @@ fn run(args: &Args) -> Result<(), String> {
         .with_configuration(config)
         .with_workers(args.workers);
     let mut plugin = Plugin::load(engine, &module, spec, &shared).map_err(|e| e.to_string())?;
-    for i in 0..args.warm_up {
+    // One request of the file on worker `i % workers`, its callouts answered in order.
+    let send = |plugin: &mut Plugin, i: usize| {
         let mut answers = file.http_calls.clone().into_iter();
         plugin
             .http_request_with(
@@ -167,20 +168,15 @@ fn run(args: &Args) -> Result<(), String> {
                 file.response.clone(),
                 |_| answers.next().unwrap_or(CallReply::Leave),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    };
+    for i in 0..args.warm_up {
+        send(&mut plugin, i)?;
     }
     plugin.reset_export_costs();
     let mut fuel = Vec::with_capacity(args.requests);
     for i in 0..args.requests {
-        let mut answers = file.http_calls.clone().into_iter();
-        let out = plugin
-            .http_request_with(
-                i % args.workers,
-                file.request.clone(),
-                file.response.clone(),
-                |_| answers.next().unwrap_or(CallReply::Leave),
-            )
-            .map_err(|e| e.to_string())?;
+        let out = send(&mut plugin, i)?;
         if let Some(trap) = out.traps.first() {
             return Err(format!("request {i} trapped: {trap}"));
         }

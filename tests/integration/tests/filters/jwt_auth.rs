@@ -80,23 +80,8 @@ pub(crate) fn config() -> String {
     config_with(&provider(&json!({})))
 }
 
-pub(crate) fn load(config: &str) -> Plugin {
-    let spec = PluginSpec::new("jwt-auth", "jwt_auth")
-        .with_vm_id("meshward_jwt_auth")
-        .with_configuration(config)
-        .with_fail_policy(FailPolicy::FailClosed);
-    match Plugin::load(
-        HostEngine::global().unwrap(),
-        &module(),
-        spec,
-        &SharedState::new(),
-    ) {
-        Ok(plugin) => plugin,
-        Err(e) => panic!("config rejected: {e:?}"),
-    }
-}
-
-fn try_load(config: &str) -> bool {
+/// jwt-auth loaded with `config` on fresh shared state (one worker).
+fn load_result(config: &str) -> Result<Plugin, LoadError> {
     let spec = PluginSpec::new("jwt-auth", "jwt_auth")
         .with_vm_id("meshward_jwt_auth")
         .with_configuration(config)
@@ -107,21 +92,22 @@ fn try_load(config: &str) -> bool {
         spec,
         &SharedState::new(),
     )
-    .is_ok()
+}
+
+pub(crate) fn load(config: &str) -> Plugin {
+    match load_result(config) {
+        Ok(plugin) => plugin,
+        Err(e) => panic!("config rejected: {e:?}"),
+    }
+}
+
+fn try_load(config: &str) -> bool {
+    load_result(config).is_ok()
 }
 
 /// The configure-time error the filter logged for `config` (panics if it loads).
 pub(crate) fn rejection(config: &str) -> String {
-    let spec = PluginSpec::new("jwt-auth", "jwt_auth")
-        .with_vm_id("meshward_jwt_auth")
-        .with_configuration(config)
-        .with_fail_policy(FailPolicy::FailClosed);
-    match Plugin::load(
-        HostEngine::global().unwrap(),
-        &module(),
-        spec,
-        &SharedState::new(),
-    ) {
+    match load_result(config) {
         Ok(_) => panic!("accepted: {config:.300}"),
         Err(LoadError::Rejected { logs, .. }) => logs
             .iter()
